@@ -1,0 +1,3 @@
+from starcli.cli import main
+
+main()
