@@ -38,15 +38,17 @@ __all__ = [
 #   left eye  (70.745, 112)    -> (0.39463, 0.51404)
 #   right eye (108.237, 112)   -> (0.60526, 0.51404)
 #   mouth     (89.432, 153.514) -> (0.49962, 0.74727)      (1-based pixels, 20 rows dropped on top)
-# "nose" (dlib 5-point nose base) is not part of CelebA's alignment; it was calibrated on 150
-# FairFace photos (tests/data/README.md, docs/detectors.md): per face, dlib's 68-point model gave
-# eye centres (mean of points 36-41 / 42-47) and the mouth centre (mean of 48 and 54); their
-# least-squares similarity to the three CelebA points mapped the 5-point nose base into the
-# template, and the per-axis median over the faces is the value below.
+# "nose" (dlib 5-point nose base) is not part of CelebA's alignment; it was calibrated on FairFace
+# (`python benchmarks/detect_bench.py --calibrate-nose --fairface 195`, docs/detectors.md): on the
+# 153 of the first 195 photos (padded 25% per side) where dlib's HOG detector found a face, the
+# 68-point model gave eye centres (mean of points 36-41 / 42-47) and the mouth centre (mean of 48
+# and 54); their least-squares similarity to the three CelebA points (median residual 0.008 crop
+# units) mapped the 5-point model's nose base into the template. Per-axis median: (0.50088,
+# 0.68050); interquartile range u 0.482..0.522, v 0.670..0.691.
 CELEBA_TEMPLATE: dict[str, tuple[float, float]] = {
     "left_eye": (0.39463, 0.51404),
     "right_eye": (0.60526, 0.51404),
-    "nose": (0.50000, 0.66100),  # provisional, replaced by the calibration (see above)
+    "nose": (0.50088, 0.68050),  # calibrated, see above
     "mouth": (0.49962, 0.74727),
 }
 
