@@ -1,0 +1,177 @@
+"""`starcli train`, `starcli eval`, `starcli prepare`: parse, load config, call the library, render.
+
+``register(app)`` adds the three commands to a Typer app. No tensor math here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from starcli.errors import StarcliError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(exc: StarcliError) -> None:
+    err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def train_command(
+    data: Annotated[Optional[Path], typer.Argument(help="Dataset: folder (labels.csv, list_attr_celeba.txt or class subfolders) or label file.")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (run.out).")] = None,
+    attrs: Annotated[Optional[str], typer.Option("--attrs", help="Comma-separated attribute columns, in order (data.attrs).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [data] [model] [optim] [loss] [augment] [run] [log] tables.")] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", help="Total iterations (optim.iters).")] = None,
+    decay_iters: Annotated[Optional[int], typer.Option("--decay-iters", help="Linear lr decay to 0 over the last N iterations (optim.decay_iters).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step and process (run.batch_size).")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Training resolution (data.image_size).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N (run.device).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Run or checkpoint folder to continue exactly.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (run.seed).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16, fp16 (run.precision).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (run.threads).")] = None,
+    save_every: Annotated[Optional[int], typer.Option("--save-every", help="Checkpoint period (run.save_every).")] = None,
+    sample_every: Annotated[Optional[int], typer.Option("--sample-every", help="Sample grid period (log.sample_every).")] = None,
+) -> None:
+    """Train a StarGAN model on DATA; the run folder loads directly as a --model."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from starcli.train import StepInfo, load_train_config, resume_config, train
+
+    overrides: dict[str, Any] = {
+        "data.path": str(data) if data is not None else None,
+        "data.attrs": attrs,
+        "data.image_size": image_size,
+        "optim.iters": iters,
+        "optim.decay_iters": decay_iters,
+        "run.out": str(out) if out is not None else None,
+        "run.batch_size": batch_size,
+        "run.device": device,
+        "run.seed": seed,
+        "run.precision": precision,
+        "run.threads": threads,
+        "run.save_every": save_every,
+        "log.sample_every": sample_every,
+        "run.resume": str(resume) if resume is not None else None,
+    }
+    try:
+        base = None
+        if resume is not None:
+            base = resume_config(resume)
+            base["run"]["resume"] = ""
+            if out is None:  # continue in the run folder that holds the checkpoint
+                run_dir = resume if (resume / "checkpoints").is_dir() else resume.parent.parent
+                overrides["run.out"] = str(run_dir)
+        cfg = load_train_config(config, overrides, base=base)
+    except StarcliError as exc:
+        _fail(exc)
+        return
+
+    with Progress(
+        TextColumn("[bold]train[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[speed]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[losses]}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("train", total=cfg.optim.iters, speed="", losses="")
+
+        def on_step(info: StepInfo) -> None:
+            shown = {k: v for k, v in info.losses.items() if k in ("D/real", "D/fake", "D/cls", "G/cls", "G/rec", "G/pair")}
+            speed = f"{1.0 / info.sec_per_iter:.2f} it/s" if info.sec_per_iter > 0 else ""
+            progress.update(
+                task,
+                completed=info.step,
+                speed=speed,
+                losses=" ".join(f"{k} {v:.3f}" for k, v in shown.items()),
+            )
+
+        try:
+            summary = train(cfg, on_step=on_step)
+        except StarcliError as exc:
+            progress.stop()
+            _fail(exc)
+            return
+
+    table = Table(title="training summary", show_header=False)
+    table.add_row("run folder", str(summary.run_dir))
+    table.add_row("steps", f"{summary.start_step} -> {summary.step} of {summary.iters}")
+    table.add_row("data", f"{summary.num_images} images, {summary.num_pairs} pairs")
+    table.add_row("attributes", ", ".join(summary.attributes))
+    table.add_row("device / precision", f"{summary.device} / {summary.precision}")
+    table.add_row("time", f"{summary.seconds:.1f} s ({summary.sec_per_iter:.3f} s/iter)")
+    table.add_row("last checkpoint", str(summary.checkpoint) if summary.checkpoint else "-")
+    for k, v in sorted(summary.losses.items()):
+        table.add_row(k, f"{v:.4f}")
+    console.print(table)
+
+
+def eval_command(
+    model: Annotated[Path, typer.Argument(help="Model bundle or training run folder.")],
+    data: Annotated[Path, typer.Argument(help="Held-out dataset (same layouts as train).")],
+    limit: Annotated[int, typer.Option("--limit", help="Evaluate at most N images (0: all).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON.")] = None,
+    judge: Annotated[str, typer.Option("--judge", help="auto, masks (synth measures) or discriminator.")] = "auto",
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Per attribute: edit success rate, change outside the edited region, reconstruction L1, time."""
+    try:
+        from starcli.evaluate import evaluate_model
+
+        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device)
+    except StarcliError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"eval {report.model} on {report.data} ({report.num_images} images, judge: {report.judge})")
+    for col in ("attribute", "target", "n", "success", "outside change", "rec L1", "ms/img"):
+        table.add_column(col, justify="left" if col in ("attribute", "target") else "right")
+    for r in report.rows:
+        table.add_row(
+            r.attribute,
+            r.target,
+            str(r.count),
+            f"{100 * r.success:.1f}%",
+            "-" if r.outside_change is None else f"{r.outside_change:.4f}",
+            f"{r.rec_l1:.4f}",
+            f"{1000 * r.seconds_per_image:.1f}",
+        )
+    console.print(table)
+    if json_out is not None:
+        report.write_json(json_out)
+        console.print(f"wrote {json_out}")
+
+
+def prepare_command(
+    raw: Annotated[Path, typer.Argument(help="Folder of raw photos.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for aligned crops.")],
+    image_size: Annotated[int, typer.Option("--image-size")] = 128,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file to carry over (CSV/TSV by file name).")] = None,
+) -> None:
+    """Detect and align faces in RAW with translate's crop geometry, for training."""
+    try:
+        from starcli.evaluate import prepare_dataset
+
+        report = prepare_dataset(raw, out, image_size=image_size, labels=labels)
+    except StarcliError as exc:
+        _fail(exc)
+        return
+    console.print(f"{report['aligned']} faces aligned from {report['images']} images into {out} ({report['skipped']} without a face)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``eval`` and ``prepare`` to ``app``."""
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+    app.command("prepare")(prepare_command)

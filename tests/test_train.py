@@ -1,0 +1,196 @@
+"""starcli.train: config, losses, the loop, checkpoints, exact resume, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from starcli.cli.train_cmd import register
+from starcli.errors import ConfigError
+from starcli.stargan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from starcli.train import (
+    config_to_toml,
+    gradient_penalty,
+    load_train_config,
+    lr_factor,
+    paired_l1,
+    sample_target_labels,
+    train,
+)
+from tests.test_data import ATTRS, make_csv_dataset
+
+TINY = {
+    "data.image_size": 16,
+    "model.g_conv_dim": 8,
+    "model.g_repeat_num": 1,
+    "model.d_conv_dim": 8,
+    "model.d_repeat_num": 2,
+    "optim.n_critic": 2,
+    "optim.decay_iters": 2,
+    "run.batch_size": 4,
+    "run.threads": 1,
+    "data.workers": 1,
+    "log.sample_count": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_csv_dataset(tmp_path_factory.mktemp("data") / "ds", n=8, size=16)
+
+
+def tiny_config(data: Path, out: Path, **extra):
+    ov = dict(TINY)
+    ov.update({"data.path": str(data), "run.out": str(out)})
+    ov.update({k.replace("__", "."): v for k, v in extra.items()})
+    return load_train_config(overrides=ov)
+
+
+# ------------------------------------------------------------------------------ pure helpers
+
+
+def test_lr_decay_reaches_zero_at_last_iteration():
+    assert lr_factor(1, 100, 50) == 1.0
+    assert lr_factor(50, 100, 50) == 1.0
+    assert lr_factor(75, 100, 50) == 0.5
+    assert lr_factor(100, 100, 50) == 0.0
+    assert lr_factor(99, 100, 0) == 1.0
+
+
+def test_target_labels_keep_groups_one_hot():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 1], [1, 1, 0, 0]], dtype=torch.float32)
+    for _ in range(20):
+        t = sample_target_labels(labels, [[0, 1, 2]], g)
+        assert t[:, :3].sum(1).tolist() == [1.0] * 4
+        assert sorted(t[:, 3].tolist()) == sorted(labels[:, 3].tolist())  # shuffled, not invented
+
+
+def test_paired_l1_weights_changed_pixels():
+    src = torch.zeros(1, 3, 2, 2)
+    tgt = src.clone()
+    tgt[..., 0, 0] = 1.0  # one changed pixel
+    fake = torch.zeros_like(src)
+    base = paired_l1(fake, tgt, src, weight=1.0, threshold=0.03)
+    up = paired_l1(fake, tgt, src, weight=5.0, threshold=0.03)
+    assert up == pytest.approx(5 * base.item())
+
+
+def test_gradient_penalty_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    d = Discriminator(DiscriminatorConfig(image_size=16, conv_dim=8, c_dim=3, repeat_num=2))
+    x, y = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    a = torch.rand(2, 1, 1, 1)
+    ref = gradient_penalty(d, x, y, a)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gp = gradient_penalty(d, x, y, a, fp32=True)
+    assert gp.dtype == torch.float32
+    torch.testing.assert_close(gp, ref)
+    gp.backward()
+    assert all(p.grad is not None for n, p in d.named_parameters() if not n.startswith("conv2"))
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_config_errors_name_the_dotted_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim]\nlearning_rate = 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.learning_rate'"):
+        load_train_config(bad)
+    bad.write_text("[run]\nbatch_size = 'big'\n")
+    with pytest.raises(ConfigError, match=r"'run\.batch_size': expected int"):
+        load_train_config(bad)
+    bad.write_text("[nope]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'nope'"):
+        load_train_config(bad)
+    with pytest.raises(ConfigError, match=r"'run\.precision'"):
+        load_train_config(overrides={"run.precision": "fp8"})
+    with pytest.raises(ConfigError, match=r"'model\.d_repeat_num'"):
+        load_train_config(overrides={"data.image_size": 20, "model.d_repeat_num": 3})
+
+
+def test_config_toml_round_trip_and_precedence(tmp_path):
+    cfg = load_train_config(overrides={"data.attrs": "A,B", "loss.lambda_pair": 10, "data.groups": [["A", "B"]]})
+    assert cfg.data.attrs == ["A", "B"] and cfg.loss.lambda_pair == 10.0
+    f = tmp_path / "c.toml"
+    f.write_text(config_to_toml(cfg))
+    again = load_train_config(f)
+    assert again == cfg
+    flags = load_train_config(f, {"run.batch_size": 3, "run.seed": None})
+    assert flags.run.batch_size == 3 and flags.run.seed == cfg.run.seed
+
+
+def test_recipe_loads():
+    recipe = Path(__file__).parents[1] / "starcli" / "assets" / "recipes" / "synth-64.toml"
+    cfg = load_train_config(recipe)
+    assert cfg.data.image_size == 64 and cfg.loss.lambda_pair > 0
+    assert cfg.model.g_conv_dim == 32 and cfg.model.g_repeat_num == 4
+    g = Generator(GeneratorConfig(conv_dim=32, c_dim=9, repeat_num=4))
+    assert 1.3e6 < sum(p.numel() for p in g.parameters()) < 1.7e6
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(sorted((run / "checkpoints").glob("step_*"))[-1] / "train_state.pt", weights_only=True)
+    out = {}
+    for name in ("G", "D", "G_ema"):
+        out.update({f"{name}.{k}": v for k, v in state[name].items()})
+    return out
+
+
+def test_train_writes_bundle_checkpoints_samples(dataset, tmp_path):
+    out = tmp_path / "run"
+    steps = []
+    cfg = tiny_config(dataset, out, optim__iters=4, run__save_every=2, run__keep_last=1, log__sample_every=2, loss__lambda_pair=10.0)
+    summary = train(cfg, on_step=steps.append)
+    assert [s.step for s in steps] == [1, 2, 3, 4]
+    assert "G/pair" in summary.losses and summary.num_pairs == 8
+    assert steps[-1].lr == 0.0
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step_0000004"]  # keep_last 1, no temp folders left
+    card = json.loads((out / "model.json").read_text())
+    assert card["format"] == "starcli-model/1"
+    assert card["attributes"] == ATTRS and card["groups"] == [ATTRS[:3]]
+    assert card["image_size"] == 16 and card["generator"] == {"conv_dim": 8, "c_dim": 4, "repeat_num": 1}
+    from starcli.align import CELEBA_TEMPLATE
+
+    assert card["template"]["points"]["nose"] == list(CELEBA_TEMPLATE["nose"])
+    assert sum(card["default_source"][a] for a in ATTRS[:3]) == 1
+    from starcli.models import load
+
+    model = load(out)  # the run folder and its checkpoints are bundles
+    assert model.spec.attributes == ATTRS and model.discriminator is not None
+    assert load(out / "checkpoints" / "step_0000004").spec.provenance["step"] == 4
+    g = Generator(GeneratorConfig(**card["generator"]))
+    g.load_state_dict(load_file(out / "generator.safetensors"), strict=True)
+    d = Discriminator(DiscriminatorConfig(**card["discriminator"]))
+    d.load_state_dict(load_file(out / "checkpoints" / "step_0000004" / "discriminator.safetensors"), strict=True)
+    state = torch.load(out / "checkpoints" / "step_0000004" / "train_state.pt", weights_only=True)
+    assert state["step"] == 4 and state["config"]["run"]["batch_size"] == 4
+    assert (out / "config.toml").is_file() and (out / "samples" / "step_0000004.png").is_file()
+    assert "step 4" in (out / "train.log").read_text()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_matches_uninterrupted_run(dataset, tmp_path, precision):
+    common = dict(optim__iters=6, optim__decay_iters=4, run__save_every=4, loss__lambda_pair=5.0,
+                  augment__affine=0.5, augment__color=0.5, log__sample_every=100, run__precision=precision)
+    train(tiny_config(dataset, tmp_path / "full", **common))
+    first = train(tiny_config(dataset, tmp_path / "part", **common, run__max_steps=3))  # interrupted
+    assert first.step == 3 and first.checkpoint.name == "step_0000003"
+    resumed = tiny_config(dataset, tmp_path / "part", **{**common, "run__resume": str(tmp_path / "part")})
+    summary = train(resumed)
+    assert summary.start_step == 3 and summary.step == 6
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
