@@ -1,0 +1,167 @@
+"""Tests of starcli.detect on the real photos in tests/data (dlib HOG + 5-point landmarks)."""
+
+from __future__ import annotations
+
+import doctest
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import starcli.detect
+from starcli.detect import Detector, DlibDetector, Face, check_images, downscale_for_detection, finish_faces
+from starcli.errors import ConfigError, InputError
+
+DATA = Path(__file__).parent / "data"
+
+pytestmark = pytest.mark.skipif(not DlibDetector.available()[0], reason="dlib or its landmark model missing")
+
+# Eye centres and nose base measured once with dlib (upsample 0) and checked by eye.
+ASTRONAUT = {"left_eye": (203.5, 102.0), "right_eye": (246.0, 104.5), "nose": (224.0, 135.0)}
+GRACE = {"left_eye": (223.0, 193.5), "right_eye": (307.5, 190.5), "nose": (270.0, 252.0)}
+
+
+def load(name: str) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(Image.open(DATA / name).convert("RGB")))
+
+
+@pytest.fixture(scope="module")
+def dlib0() -> DlibDetector:
+    return DlibDetector()
+
+
+def close(a, b, tol):
+    return abs(a[0] - b[0]) <= tol and abs(a[1] - b[1]) <= tol
+
+
+def test_doctests():
+    assert doctest.testmod(starcli.detect).failed == 0
+
+
+def test_protocol_and_availability():
+    ok, why = DlibDetector.available()
+    assert ok and why == ""
+    det = DlibDetector.from_config({"detector": "dlib", "upsample": 1, "largest_only": True})
+    assert isinstance(det, Detector)
+    assert det.name == "dlib" and det.upsample == 1 and det.largest_only
+
+
+@pytest.mark.parametrize("name,expected", [("astronaut.png", ASTRONAUT), ("grace_hopper.jpg", GRACE)])
+def test_finds_the_face_with_plausible_landmarks(dlib0, name, expected):
+    img = load(name)
+    (faces,) = dlib0.detect([img])
+    assert len(faces) == 1
+    f = faces[0]
+    x0, y0, x1, y1 = f.box
+    assert isinstance(f, Face) and f.score > 0.5 and f.points.shape == (5, 2)
+    for k, v in expected.items():
+        assert close(f.landmarks[k], v, 3.0), (k, f.landmarks[k], v)
+        assert x0 <= f.landmarks[k][0] <= x1 and y0 <= f.landmarks[k][1] <= y1
+    le, re, nose = f.landmarks["left_eye"], f.landmarks["right_eye"], f.landmarks["nose"]
+    iod = np.hypot(re[0] - le[0], re[1] - le[1])
+    assert le[0] < nose[0] < re[0]
+    assert 0.25 * f.width < iod < 0.7 * f.width
+    assert 0.4 * iod < nose[1] - (le[1] + re[1]) / 2 < 1.2 * iod  # nose base below the eyes
+
+
+def test_batched_and_deterministic(dlib0):
+    imgs = [load("astronaut.png"), load("grace_hopper.jpg"), load("fairface_0020.jpg")]
+    batch = dlib0.detect(imgs)
+    again = dlib0.detect(imgs)
+    single = [dlib0.detect([im])[0] for im in imgs]
+    assert [len(fs) for fs in batch] == [1, 1, 2]
+    for a, b, c in zip(batch, again, single):
+        for fa, fb, fc in zip(a, b, c):
+            assert fa.box == fb.box == fc.box and fa.landmarks == fb.landmarks == fc.landmarks
+
+
+def test_sorted_by_size_and_options():
+    img = load("fairface_0020.jpg")
+    faces = DlibDetector().detect([img])[0]
+    assert len(faces) == 2 and faces[0].size >= faces[1].size
+    assert len(DlibDetector(largest_only=True).detect([img])[0]) == 1
+    big = faces[0].size
+    kept = DlibDetector(min_face_size=(faces[1].size + big) / 2).detect([img])[0]
+    assert len(kept) == 1 and kept[0].box == faces[0].box
+
+
+@pytest.mark.parametrize("name", ["fairface_0001.jpg", "fairface_0002.jpg", "fairface_0006.jpg",
+                                  "fairface_0016.jpg", "fairface_0019.jpg"])
+def test_fairface_single_faces(dlib0, name):
+    faces = dlib0.detect([load(name)])[0]
+    assert len(faces) == 1
+    f = faces[0]
+    assert f.landmarks["left_eye"][0] < f.landmarks["right_eye"][0]
+
+
+def test_max_side_maps_back_to_full_resolution(dlib0):
+    img = load("grace_hopper.jpg")  # 512x600 -> 256x300, face ~108 px
+    small = DlibDetector(max_side=300).detect([img])[0]
+    assert len(small) == 1
+    for k, v in GRACE.items():
+        assert close(small[0].landmarks[k], v, 4.0), (k, small[0].landmarks[k])
+    ref = dlib0.detect([img])[0][0].box
+    bx = small[0].box
+    inter = max(0.0, min(bx[2], ref[2]) - max(bx[0], ref[0])) * max(0.0, min(bx[3], ref[3]) - max(bx[1], ref[1]))
+    union = (bx[2] - bx[0]) * (bx[3] - bx[1]) + (ref[2] - ref[0]) * (ref[3] - ref[1]) - inter
+    assert inter / union > 0.6  # HOG boxes are quantised by the pyramid level
+
+
+def test_downscale_and_scaled_face_round_trip():
+    img = np.zeros((1000, 600, 3), np.uint8)
+    small, sx, sy = downscale_for_detection(img, 500)
+    assert small.shape[:2] == (500, 300) and sx == pytest.approx(0.5) and sy == pytest.approx(0.5)
+    f = Face((10.0, 20.0, 30.0, 40.0), 1.0, {"nose": (19.5, 29.5)}, np.array([[19.5, 29.5]]))
+    g = f.scaled(0.5, 0.5)
+    assert g.box == (20.0, 40.0, 60.0, 80.0)
+    assert g.landmarks["nose"] == (39.5, 59.5)  # (p + 0.5) / s - 0.5
+    assert downscale_for_detection(img, None)[0] is img
+
+
+@pytest.mark.slow
+def test_huge_photo_is_detected_in_bounded_time(dlib0):
+    # 12000x9000 canvas holding astronaut upscaled 8x (face ~700 px wide)
+    a = load("astronaut.png")
+    big = np.empty((9000, 12000, 3), np.uint8)
+    big[:] = a[0, 0]
+    big[1000:5096, 3000:7096] = np.asarray(Image.fromarray(a).resize((4096, 4096), Image.NEAREST))
+    t = time.perf_counter()
+    faces = dlib0.detect([big])[0]
+    elapsed = time.perf_counter() - t
+    assert elapsed < 15.0  # ~1 s measured: one downscale pass + detection at <= 2048 px
+    assert len(faces) >= 1
+    for k, v in ASTRONAUT.items():
+        x, y = faces[0].landmarks[k]
+        # nearest 8x upscale: p_big = 8 * p + 3.5 (+ canvas offset)
+        assert close(((x - 3000 - 3.5) / 8, (y - 1000 - 3.5) / 8), v, 2.0), (k, x, y)
+
+
+def test_bad_images_and_options(dlib0):
+    with pytest.raises(InputError, match="uint8"):
+        dlib0.detect([np.zeros((10, 10, 3), np.float32)])
+    with pytest.raises(InputError, match=r"\(H, W, 3\)"):
+        dlib0.detect([np.zeros((10, 10), np.uint8)])
+    with pytest.raises(InputError, match="list"):
+        dlib0.detect(np.zeros((10, 10, 3), np.uint8))
+    assert dlib0.detect([]) == []
+    assert dlib0.detect([np.zeros((50, 70, 3), np.uint8)]) == [[]]
+    with pytest.raises(ConfigError, match="detect.upsampling"):
+        DlibDetector.from_config({"upsampling": 1})
+    with pytest.raises(ConfigError, match="detect.largest_only"):
+        DlibDetector.from_config({"largest_only": "yes"})
+    with pytest.raises(ConfigError, match="detect.upsample"):
+        DlibDetector.from_config({"upsample": True})
+    with pytest.raises(ConfigError, match="detect.upsample"):
+        DlibDetector(upsample=7)
+    assert check_images([np.zeros((3, 4, 3), np.uint8)])[0].shape == (3, 4, 3)
+
+
+def test_finish_faces_orders_ties_by_position():
+    z = np.zeros((0, 2))
+    a = Face((50.0, 0.0, 60.0, 10.0), 1.0, {}, z)
+    b = Face((0.0, 0.0, 10.0, 10.0), 2.0, {}, z)
+    c = Face((0.0, 0.0, 30.0, 30.0), 0.1, {}, z)
+    assert finish_faces([a, b, c]) == [c, b, a]
+    assert finish_faces([a, b, c], min_face_size=20) == [c]
