@@ -87,6 +87,7 @@ class RunConfig:
     crops: bool = False             #: also write aligned and translated crops
     aligned: bool = False           #: inputs are already aligned face crops
     report: str = ""                #: write a JSON report to this path
+    dry_run: bool = False           #: list what would be done, write nothing
     png_compress_level: int = 1     #: zlib level for PNG outputs (0-9; 1 is fast)
     jpeg_quality: int = 0           #: 0 keeps the input JPEG's quantisation tables; else 1-100
     max_megapixels: float = 250.0   #: refuse larger images (decompression bomb guard)

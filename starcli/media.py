@@ -152,7 +152,10 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """``(h, w, 3)`` uint8/uint16 -> ``(3, h, w)`` float32 in ``[0, 1]`` (``v / max``)."""
     scale = 255.0 if pixels.dtype == np.uint8 else 65535.0
-    t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+    arr = np.ascontiguousarray(pixels)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    t = torch.from_numpy(arr).permute(2, 0, 1)
     return t.to(torch.float32).div_(scale)
 
 
