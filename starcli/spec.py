@@ -20,11 +20,11 @@ CARD_FORMAT = "starcli-model/1"
 #: CelebA's aligned-crop geometry as used by the official StarGAN models, in normalised crop
 #: units (pixel x = u * S - 0.5 for a crop of side S).  Eyes and mouth come from CelebA's
 #: alignment (178x218 frames, centre crop 178); ``nose`` is the dlib 5-point nose base,
-#: calibrated in :mod:`starcli.align`.
+#: calibrated on FairFace photos (see the comment in :mod:`starcli.align`).
 CELEBA_POINTS: dict[str, tuple[float, float]] = {
     "left_eye": (0.39463, 0.51404),
     "right_eye": (0.60526, 0.51404),
-    "nose": (0.4994, 0.6404),
+    "nose": (0.50088, 0.68050),
     "mouth": (0.49962, 0.74727),
 }
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from starcli.augment import AugmentConfig, build_augmenter
 from starcli.data import ImageStore, LabeledImages, load_dataset, memory_fits
 from starcli.errors import ConfigError, InputError, ModelError
+from starcli.spec import CELEBA_POINTS
 from starcli.stargan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, config_dict
 
 __all__ = [
@@ -60,13 +61,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "starcli-train/1"
 BUNDLE_FORMAT = "starcli-model/1"
-# CelebA crop template in crop-normalised units (docs/architecture.md); nose until align.py has it.
-CELEBA_POINTS = {
-    "left_eye": [0.39463, 0.51404],
-    "right_eye": [0.60526, 0.51404],
-    "nose": [0.4994, 0.6404],
-    "mouth": [0.49962, 0.74727],
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -626,16 +620,8 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Any]:
 
 
 def _template_points() -> dict[str, list[float]]:
-    """The CelebA crop template: align.py's calibrated constant when present, else the doc's."""
-    points: dict[str, list[float]] = {k: list(v) for k, v in CELEBA_POINTS.items()}
-    try:
-        from starcli.align import CELEBA_TEMPLATE
-
-        if all(k in CELEBA_TEMPLATE for k in CELEBA_POINTS):
-            points = {k: [float(CELEBA_TEMPLATE[k][0]), float(CELEBA_TEMPLATE[k][1])] for k in CELEBA_POINTS}
-    except Exception:  # align.py unavailable: keep the documented constant
-        pass
-    return points
+    """The CelebA crop template (``starcli.spec.CELEBA_POINTS``, nose calibrated) for cards."""
+    return {k: [float(v[0]), float(v[1])] for k, v in CELEBA_POINTS.items()}
 
 
 # ----------------------------------------------------------------------------------------------
