@@ -298,13 +298,11 @@ def _decode_opened(path: Path, im) -> Decoded:
         info.webp_lossless = bool(getattr(im, "_webp_lossless", False)) or "VP8L" in str(im.info.get("webp_format", ""))
     elif fmt == "TIFF":
         info.tiff_compression = im.info.get("compression")
-    if len(exif):
-        if orientation != 1:
-            exif[0x0112] = 1
-        info.exif = exif.tobytes()
+    exif_bytes = exif.tobytes() if len(exif) else None
 
     # 16-bit colour PNG: Pillow would truncate it to 8 bits
     if fmt == "PNG" and mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16:
+        info.exif = _reset_orientation(exif_bytes)
         arr = _read_png16(path)
         info.bits = 16
         pixels, alpha = arr[..., :3], (arr[..., 3] if arr.shape[-1] == 4 else None)
@@ -316,6 +314,7 @@ def _decode_opened(path: Path, im) -> Decoded:
     im.load()
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
+    info.exif = _reset_orientation(exif_bytes)
     info.size = im.size
     native = None
     alpha = None
@@ -353,6 +352,18 @@ def _decode_opened(path: Path, im) -> Decoded:
         info.mode = "RGB"
     info.has_alpha = alpha is not None
     return Decoded(np.ascontiguousarray(pixels), alpha, info, native)
+
+
+def _reset_orientation(exif_bytes: bytes | None) -> bytes | None:
+    """EXIF bytes with the orientation tag set to 1 (pixels are stored upright on write)."""
+    if not exif_bytes:
+        return None
+    Image = _pillow()
+    exif = Image.Exif()
+    exif.load(exif_bytes)
+    if exif.get(0x0112, 1) != 1:
+        exif[0x0112] = 1
+    return exif.tobytes()
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, ImageInfo]:
