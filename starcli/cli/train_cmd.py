@@ -8,18 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import os
+
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from starcli.cli.common import console, err_console, error_line
 from starcli.errors import StarcliError
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _fail(exc: StarcliError) -> None:
-    err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    error_line(str(exc))
     raise typer.Exit(1)
 
 
@@ -82,8 +81,9 @@ def train_command(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[losses]}"),
-        console=console,
+        console=err_console,
         transient=False,
+        disable=not err_console.is_terminal and os.environ.get("STARCLI_PROGRESS") != "1",
     ) as progress:
         task = progress.add_task("train", total=cfg.optim.iters, speed="", losses="")
 
