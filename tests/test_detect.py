@@ -165,3 +165,75 @@ def test_finish_faces_orders_ties_by_position():
     c = Face((0.0, 0.0, 30.0, 30.0), 0.1, {}, z)
     assert finish_faces([a, b, c]) == [c, b, a]
     assert finish_faces([a, b, c], min_face_size=20) == [c]
+
+
+# ------------------------------------------------------------------------------------------------
+# MTCNN plugin (plugins/starcli_mtcnn); imported from the source tree if not installed
+
+try:
+    import starcli_mtcnn.detector as mtcnn_mod
+except ImportError:  # editable install made before the plugin existed
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    import starcli_mtcnn.detector as mtcnn_mod
+
+needs_mtcnn = pytest.mark.skipif(not mtcnn_mod.MtcnnDetector.available()[0], reason=mtcnn_mod.INSTALL_HINT)
+
+
+@pytest.fixture(scope="module")
+def mtcnn():
+    return mtcnn_mod.MtcnnDetector()
+
+
+@needs_mtcnn
+@pytest.mark.parametrize("name,expected", [("astronaut.png", ASTRONAUT), ("grace_hopper.jpg", GRACE)])
+def test_mtcnn_finds_the_face_and_agrees_with_dlib(mtcnn, name, expected):
+    faces = mtcnn.detect([load(name)])[0]
+    assert len(faces) == 1
+    f = faces[0]
+    assert isinstance(f, Face) and f.score > 0.9 and f.points.shape == (5, 2)
+    iod = expected["right_eye"][0] - expected["left_eye"][0]
+    for k in ("left_eye", "right_eye"):
+        assert close(f.landmarks[k], expected[k], 0.1 * iod), (k, f.landmarks[k], expected[k])
+    assert "nose" not in f.landmarks  # MTCNN's nose point is the tip: reported as nose_tip
+    lm = f.landmarks
+    assert lm["mouth"] == pytest.approx(tuple((np.array(lm["mouth_left"]) + lm["mouth_right"]) / 2))
+    assert lm["mouth"][1] > lm["nose_tip"][1] > lm["left_eye"][1]
+
+
+@needs_mtcnn
+def test_mtcnn_batch_options_and_config(mtcnn):
+    imgs = [load("fairface_0020.jpg"), load("astronaut.png")]
+    batch = mtcnn.detect(imgs)
+    assert [len(fs) for fs in batch] == [2, 1]
+    assert batch[0][0].size >= batch[0][1].size
+    single = mtcnn.detect(imgs[:1])[0]
+    assert [f.box for f in single] == [f.box for f in batch[0]]
+    det = mtcnn_mod.MtcnnDetector.from_config({"detector": "mtcnn", "largest_only": True, "min_face_size": 40})
+    assert isinstance(det, Detector) and len(det.detect(imgs[:1])[0]) == 1
+    with pytest.raises(ConfigError, match="detect.thresholds"):
+        mtcnn_mod.MtcnnDetector(thresholds=[0.5])
+    with pytest.raises(ConfigError, match="detect.upsample"):
+        mtcnn_mod.MtcnnDetector.from_config({"upsample": 1})
+
+
+def test_mtcnn_availability_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(mtcnn_mod, "weights_dir", lambda: None)
+    ok, why = mtcnn_mod.MtcnnDetector.available()
+    assert not ok and "pip install --no-deps facenet-pytorch" in why
+    from starcli.errors import PluginError
+
+    with pytest.raises(PluginError, match="facenet-pytorch"):
+        mtcnn_mod.MtcnnDetector()
+
+
+def test_mtcnn_nms_and_box_helpers():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], dtype=float)
+    scores = np.array([0.9, 0.8, 0.7, 0.95])
+    assert mtcnn_mod.nms(boxes, scores, 0.5).tolist() == [3, 0, 2]
+    assert mtcnn_mod.nms(boxes, scores, 0.5, min_mode=True).tolist() == [3, 2]
+    sq = mtcnn_mod.square(np.array([[0.0, 0.0, 10.0, 20.0]]))
+    assert sq.tolist() == [[-5.0, 0.0, 15.0, 20.0]]
+    reg = mtcnn_mod.regress(np.array([[0.0, 0.0, 10.0, 20.0]]), np.array([[0.1, 0.1, -0.1, 0.0]]))
+    assert reg.tolist() == [[1.0, 2.0, 9.0, 20.0]]
