@@ -58,9 +58,12 @@ __all__ = [
     "SegmentWriter",
     "encoder_args",
     "process_video",
+    "VideoEvent",
+    "render_pan_clip",
+    "expected_frames",
 ]
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif", ".m4v", ".flv", ".mpg", ".mpeg", ".wmv"})
 
 # container (by extension) -> (ffmpeg muxer, default codec)
 CONTAINERS: dict[str, tuple[str, str]] = {
@@ -71,6 +74,10 @@ CONTAINERS: dict[str, tuple[str, str]] = {
     ".avi": ("avi", "mpeg4"),
     ".webm": ("webm", "libvpx-vp9"),
     ".gif": ("gif", "gif"),
+    ".flv": ("flv", "libx264"),
+    ".mpg": ("mpeg", "mpeg2video"),
+    ".mpeg": ("mpeg", "mpeg2video"),
+    ".wmv": ("asf", "wmv2"),
 }
 # codecs a container accepts (None: anything ffmpeg can mux)
 _ALLOWED = {
@@ -378,60 +385,69 @@ def expected_frames(info: VideoInfo, start: float = 0.0, end: float | None = Non
 
 @dataclass
 class VideoOptions:
-    """The ``[video]`` config section (CLI flags mirror the keys).
+    """The ``[video]`` config section's encoding and streaming keys (CLI flags mirror them).
 
-    - ``codec``: encoder (default per container: libx264 for mp4/mov/mkv, libvpx-vp9 for webm,
-      mpeg4 for avi, gif for gif). ``crf``: quality (x264/x265 default 18, vp9 32, av1 30;
-      for mpeg4 it is the ``-q:v`` scale 1-31, default 3; ignored for gif). ``preset``: x264/x265
-      preset (default ``fast``), for vp9 the ``-deadline`` (good/realtime/best).
-    - ``start`` / ``end``: time range in seconds (``end`` exclusive; None: to the end).
-    - ``batch_frames``: frames per batch through the generator stage; ``queue_depth``: batches
-      buffered between decode, processing and encode; ``segment_seconds``: resume granularity.
-    - ``detect_every``: run the detector on every n-th frame (the tracker fills the others).
+    - ``codec``: encoder; ``""`` = the container's default (libx264 for mp4/mov/mkv, libvpx-vp9
+      for webm, mpeg4 for avi, gif for gif).  ``crf``: quality, ``-1`` = the codec's default
+      (x264/x265 18, vp9 32, av1 30; for mpeg4 it is the ``-q:v`` scale 1-31, default 3; ignored
+      for gif).  ``preset``: x264/x265 preset (default ``fast``), for vp8/vp9 the ``-deadline``
+      (good/realtime/best).
+    - ``start`` / ``end``: time range in seconds (``end`` exclusive; 0 = to the end).
+    - ``fps``: output rate; 0 = the input's (see :attr:`VideoInfo.rate`).
+    - ``audio``: copy the audio streams (stream copy, bit-identical); False drops them.
+    - ``batch_frames``: consecutive frames per batch (their faces go through the generator in
+      one call); ``queue_depth``: batches buffered decode -> process and process -> encode.
+    - ``segment_seconds``: resume granularity (encoded segments joined at the end).
+    - ``detect_every``: run the detector on every n-th frame (tracks are extrapolated between).
     - ``resume``: continue a killed run from its last finished segment (else start over).
-    - ``strict``: fail on corrupt data the decoder conceals (else accept it).
-    - ``fps``: force the output rate (default: see :attr:`VideoInfo.rate`).
+    - ``strict``: fail on corrupt data that the decoder would conceal (else accept it).
     """
 
-    codec: str | None = None
-    crf: float | None = None
-    preset: str | None = None
+    codec: str = ""
+    crf: float = -1.0
+    preset: str = ""
     start: float = 0.0
-    end: float | None = None
+    end: float = 0.0
+    fps: float = 0.0
+    audio: bool = True
     batch_frames: int = 8
     queue_depth: int = 2
     segment_seconds: float = 10.0
     detect_every: int = 1
     resume: bool = True
     strict: bool = True
-    fps: float | None = None
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | VideoOptions | None) -> VideoOptions:
+    def from_config(cls, section: Any = None) -> VideoOptions:
+        """From a mapping or an object (e.g. ``Config.video``) with some of these names; other
+        names (tracking keys) are ignored.  ``None`` values mean "default"."""
         if section is None:
             return cls()
         if isinstance(section, VideoOptions):
             return section
-        names = {f.name for f in dataclasses.fields(cls)}
-        out = {}
-        for key, value in dict(section).items():
-            if key not in names:
-                raise ConfigError(f"video.{key}: unknown option (known: {', '.join(sorted(names))})")
-            out[key] = value
-        opts = cls(**out)
+        src = section if isinstance(section, Mapping) else (
+            dataclasses.asdict(section) if dataclasses.is_dataclass(section) else vars(section))
+        kwargs = {f.name: src[f.name] for f in dataclasses.fields(cls) if src.get(f.name) is not None}
+        opts = cls(**kwargs)
         opts.validate()
         return opts
 
+    @property
+    def end_or_none(self) -> float | None:
+        return self.end if self.end and self.end > 0 else None
+
     def validate(self) -> None:
         if self.start < 0:
-            raise ConfigError(f"video.start: must be >= 0, got {self.start!r}")
-        if self.end is not None and self.end <= self.start:
-            raise ConfigError(f"video.end: must be after video.start ({self.start:g}), got {self.end!r}")
+            raise ConfigError(f"video.start: must be >= 0 seconds, got {self.start!r}")
+        if self.end and self.end > 0 and self.end <= self.start:
+            raise ConfigError(f"video.end: must be after video.start ({self.start:g} s), got {self.end!r}")
         for key in ("batch_frames", "queue_depth", "detect_every"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"video.{key}: must be >= 1, got {getattr(self, key)!r}")
         if self.segment_seconds <= 0:
             raise ConfigError(f"video.segment_seconds: must be > 0, got {self.segment_seconds!r}")
+        if self.fps < 0 or self.fps > 1000:
+            raise ConfigError(f"video.fps: must be in [0, 1000], got {self.fps!r}")
 
 
 def encoder_args(ext: str, width: int, height: int, opts: VideoOptions) -> tuple[list[str], bool]:
@@ -451,21 +467,21 @@ def encoder_args(ext: str, width: int, height: int, opts: VideoOptions) -> tuple
     odd = width % 2 == 1 or height % 2 == 1
     args = ["-c:v", codec]
     if codec in ("libx264", "libx265"):
-        args += ["-preset", opts.preset or "fast", "-crf", f"{18 if opts.crf is None else opts.crf:g}",
+        args += ["-preset", opts.preset or "fast", "-crf", f"{18 if opts.crf < 0 else opts.crf:g}",
                  "-pix_fmt", "yuv444p" if odd else "yuv420p"]
         if codec == "libx265":
             args += ["-tag:v", "hvc1", "-x265-params", "log-level=error"] if muxer in ("mp4", "mov") else \
                 ["-x265-params", "log-level=error"]
     elif codec == "libvpx-vp9":
-        args += ["-crf", f"{32 if opts.crf is None else opts.crf:g}", "-b:v", "0", "-pix_fmt", "yuv420p",
+        args += ["-crf", f"{32 if opts.crf < 0 else opts.crf:g}", "-b:v", "0", "-pix_fmt", "yuv420p",
                  "-deadline", opts.preset or "good", "-cpu-used", "4", "-row-mt", "1"]
     elif codec == "libvpx":
-        args += ["-crf", f"{10 if opts.crf is None else opts.crf:g}", "-b:v", "2M", "-pix_fmt", "yuv420p",
+        args += ["-crf", f"{10 if opts.crf < 0 else opts.crf:g}", "-b:v", "2M", "-pix_fmt", "yuv420p",
                  "-deadline", opts.preset or "good", "-cpu-used", "4"]
     elif codec in ("libaom-av1", "libsvtav1"):
-        args += ["-crf", f"{30 if opts.crf is None else opts.crf:g}", "-pix_fmt", "yuv420p"]
+        args += ["-crf", f"{30 if opts.crf < 0 else opts.crf:g}", "-pix_fmt", "yuv420p"]
     elif codec == "mpeg4":
-        args += ["-q:v", f"{3 if opts.crf is None else max(1, min(31, int(opts.crf)))}", "-pix_fmt", "yuv420p"]
+        args += ["-q:v", f"{3 if opts.crf < 0 else max(1, min(31, int(opts.crf)))}", "-pix_fmt", "yuv420p"]
         if muxer == "avi":
             args += ["-vtag", "xvid"]
     elif codec == "gif":
@@ -473,7 +489,7 @@ def encoder_args(ext: str, width: int, height: int, opts: VideoOptions) -> tuple
         args += ["-vf", "split[a][b];[a]palettegen=stats_mode=single:reserve_transparent=0[p];"
                         "[b][p]paletteuse=new=1:dither=sierra2_4a"]
     else:
-        if opts.crf is not None:
+        if opts.crf >= 0:
             args += ["-crf", f"{opts.crf:g}"]
         if opts.preset:
             args += ["-preset", opts.preset]
@@ -606,16 +622,437 @@ def concat_segments(segments: Sequence[Path], out_tmp: Path, ext: str, info: Vid
 
 
 # ---------------------------------------------------------------------------------------------
+# the video loop
+
+
+@dataclass
+class VideoEvent:
+    """Progress of one video: ``kind`` is ``start``, ``progress`` (after each batch), ``note`` or
+    ``done``; counts are in frames of the selected range.  ``fps`` and ``eta`` derive from them."""
+
+    kind: str
+    path: str
+    frames_done: int = 0
+    frames_total: int = 0
+    faces: int = 0
+    elapsed: float = 0.0
+    message: str = ""
+    resumed_frames: int = 0
+
+    @property
+    def fps(self) -> float:
+        done = self.frames_done - self.resumed_frames
+        return done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.fps
+        return (self.frames_total - self.frames_done) / rate if rate > 0 else None
+
+
+@dataclass
+class VideoReport:
+    """Outcome of :func:`process_video`.  ``frames``: frames written (the whole range, resumed
+    ones included); ``faces``: face instances edited (detected or bridged by a track);
+    ``copied``: no face anywhere, the input was copied unchanged (see ``note``);
+    ``stage_seconds``: busy time per stage (decode and encode run in their own threads and
+    ffmpeg processes, so the shares overlap in wall time)."""
+
+    input: str
+    outputs: list[str]
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    bridged: int = 0
+    scene_cuts: int = 0
+    resumed_frames: int = 0
+    seconds: float = 0.0
+    copied: bool = False
+    note: str = ""
+    rate: str = ""
+    size: tuple[int, int] = (0, 0)
+    audio: bool = False
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    peak_queue: int = 0
+
+    @property
+    def fps(self) -> float:
+        done = self.frames - self.resumed_frames
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        text = f"{self.frames} frames, {self.faces} faces ({self.tracks} tracks), {self.fps:.1f} fps"
+        if self.resumed_frames:
+            text += f", resumed after frame {self.resumed_frames}"
+        return text + (f"; {self.note}" if self.note else "")
+
+
+_END = object()
+
+
+class _Error:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _work_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.starcli-work"
+
+
+def _job_key(src: Path, info: VideoInfo, opts: VideoOptions, extra: Any) -> str:
+    st = src.stat()
+    blob = json.dumps({"src": str(src.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns,
+                       "rate": str(info.rate), "opts": dataclasses.asdict(opts), "extra": extra},
+                      sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _load_state(work: Path, key: str, ext: str) -> list[int]:
+    """Faces per finished segment of a previous run with the same key ([] = start over)."""
+    try:
+        state = json.loads((work / "job.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if state.get("key") != key:
+        return []
+    faces = []
+    for k, n in enumerate(state.get("segments", [])):
+        if not (work / f"seg_{k:05d}{ext}").is_file():
+            break
+        faces.append(int(n))
+    return faces
+
+
+def _save_state(work: Path, key: str, segments: list[int], segment_frames: int) -> None:
+    tmp = work / f"job.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"key": key, "segment_frames": segment_frames, "segments": segments}))
+    os.replace(tmp, work / "job.json")
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f"{dst.name}.tmp-{os.getpid()}-0")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(dst, f"cannot write ({exc.strerror or exc})") from None
+
+
+def _settings_of(pipeline: Any, cfg: Any) -> dict[str, Any]:
+    """What, besides the video options, changes the output (for the resume key)."""
+    out: dict[str, Any] = {}
+    for name in ("detect", "align", "paste", "translate", "video"):
+        sec = getattr(cfg, name, None) if cfg is not None else None
+        if sec is not None and dataclasses.is_dataclass(sec):
+            out[name] = dataclasses.asdict(sec)
+    spec = getattr(pipeline, "spec", None)
+    out["model"] = getattr(spec, "name", None)
+    out["edits"] = [e.label() if hasattr(e, "label") else repr(e) for e in getattr(pipeline, "edits", [])]
+    return out
+
+
+def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipeline: Any, cfg: Any = None, *,
+                  on_event: Callable[[VideoEvent], None] | None = None, options: VideoOptions | None = None,
+                  tracker_config: Any = None) -> VideoReport:
+    """Edit every face of video ``src`` into ``dst`` (one path per edit of ``pipeline``).
+
+    ``pipeline``: a :class:`starcli.pipeline.Pipeline` (or anything with its ``edits``,
+    ``detect(frames)``, ``align(jobs)``, ``translate(jobs)`` and ``paste(job)`` on
+    :class:`~starcli.pipeline.FrameJob` s).  ``cfg``: a :class:`starcli.config.Config`; its
+    ``video`` section gives :class:`VideoOptions` and the tracker's
+    :class:`~starcli.tracking.TrackerConfig` (``options`` / ``tracker_config`` override).
+
+    Threads: a decoder thread (ffmpeg -> batches of ``batch_frames`` RGB uint8 frames) feeds a
+    bounded queue; the calling thread detects (every ``detect_every`` frames), tracks and smooths,
+    aligns, translates all faces of the batch in one generator call and pastes; an encoder thread
+    writes the frames to ffmpeg from a second bounded queue (segments, see the module docstring).
+    Output: same container, size and frame count at a constant rate; audio stream-copied.
+    A video without any face is copied byte for byte (whole file) or written re-encoded
+    unchanged (time range), with a note.  Raises :class:`InputError` naming ``src`` for bad
+    input (nothing is left behind); other failures and interrupts keep finished segments so a
+    rerun resumes.
+    """
+    from starcli.pipeline import FrameJob
+    from starcli.tracking import FaceTracker, TrackerConfig
+
+    t_start = time.perf_counter()
+    src = Path(src)
+    outs = [Path(dst)] if isinstance(dst, (str, Path)) else [Path(d) for d in dst]
+    edits = list(getattr(pipeline, "edits", [None]))
+    if len(outs) != len(edits):
+        raise InputError(src, f"{len(outs)} output path(s) for {len(edits)} edit(s)")
+    vsec = getattr(cfg, "video", None) if cfg is not None else None
+    opts = options or VideoOptions.from_config(vsec)
+    opts.validate()
+    tcfg = TrackerConfig.from_config(tracker_config if tracker_config is not None else vsec)
+    ext = outs[0].suffix.lower()
+    for out in outs:
+        if out.suffix.lower() not in CONTAINERS:
+            raise InputError(out, f"unsupported video container '{out.suffix}' "
+                                  f"(supported: {', '.join(sorted(CONTAINERS))})")
+        if out.resolve() == src.resolve():
+            raise InputError(out, "output would overwrite the input")
+    info = probe(src)
+    if opts.fps > 0:
+        info = dataclasses.replace(info, rate=snap_rate(opts.fps))
+    start, end = float(opts.start), opts.end_or_none
+    if info.duration > 0 and start >= info.duration:
+        raise InputError(src, f"--start {start:g} s is past the end of the video ({info.duration:.2f} s)")
+    encoder_args(ext, info.width, info.height, opts)  # codec/container mismatch: fail before work
+    total = expected_frames(info, start, end)
+    whole = start <= 0 and end is None
+    keep_audio = opts.audio and info.has_audio and CONTAINERS[ext][0] != "gif"
+    report = VideoReport(str(src), [str(o) for o in outs], rate=str(info.rate), size=(info.width, info.height),
+                         audio=keep_audio)
+    seg_frames = max(1, int(round(opts.segment_seconds * float(info.rate))))
+    key = _job_key(src, info, opts, _settings_of(pipeline, cfg))
+    works = [_work_dir(o) for o in outs]
+    done_faces: list[int] = []
+    if opts.resume:
+        states = [_load_state(w, key, ext) for w in works]
+        n = min(len(s) for s in states)
+        done_faces = states[0][:n]
+    for w in works:
+        if not done_faces and w.exists():
+            shutil.rmtree(w, ignore_errors=True)
+        w.mkdir(parents=True, exist_ok=True)
+        for p in w.glob("*.partial*"):
+            p.unlink(missing_ok=True)
+        for p in w.glob("seg_*"):
+            m = re.match(r"seg_(\d+)", p.name)
+            if m and int(m.group(1)) >= len(done_faces):
+                p.unlink(missing_ok=True)
+    resumed = min(len(done_faces) * seg_frames, total) if total > 0 else len(done_faces) * seg_frames
+    report.resumed_frames = resumed
+    seg_faces = list(done_faces)
+    frame_faces: dict[int, int] = {}
+    busy = {"decode": 0.0, "detect": 0.0, "track": 0.0, "align": 0.0, "generator": 0.0, "paste": 0.0, "encode": 0.0}
+
+    def emit(kind: str, done: int = 0, message: str = "") -> None:
+        if on_event is not None:
+            on_event(VideoEvent(kind, str(src), done, total, report.faces, time.perf_counter() - t_start, message,
+                                resumed))
+
+    for w in works:
+        _save_state(w, key, seg_faces, seg_frames)
+    emit("start", resumed)
+    if resumed:
+        emit("note", resumed, f"resuming after frame {resumed} ({len(done_faces)} finished segments)")
+
+    q_in: queue.Queue = queue.Queue(maxsize=opts.queue_depth)
+    q_out: queue.Queue = queue.Queue(maxsize=opts.queue_depth)
+    stop = threading.Event()
+    state_lock = threading.Lock()
+    decoded = [0]
+
+    def put(q: queue.Queue, item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decoder() -> None:
+        gen = None
+        try:
+            if total > 0 and resumed >= total:
+                put(q_in, _END)
+                return
+            gen = read_frames(info, start=start, end=end, skip_frames=resumed, batch_frames=opts.batch_frames,
+                              strict=opts.strict)
+            index = resumed
+            t0 = time.perf_counter()
+            for batch in gen:
+                busy["decode"] += time.perf_counter() - t0
+                if not put(q_in, (index, batch)):
+                    return
+                index += len(batch)
+                decoded[0] = index
+                t0 = time.perf_counter()
+            busy["decode"] += time.perf_counter() - t0
+            put(q_in, _END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            put(q_in, _Error(exc))
+        finally:
+            if gen is not None:
+                gen.close()
+
+    def segment_done(k: int, nframes: int) -> None:
+        with state_lock:
+            first = k * seg_frames
+            faces = sum(frame_faces.pop(i, 0) for i in range(first, first + nframes))
+            while len(seg_faces) <= k:
+                seg_faces.append(0)
+            seg_faces[k] = faces
+            for w in works:
+                _save_state(w, key, seg_faces, seg_frames)
+
+    writers = [SegmentWriter(w, ext, info.width, info.height, info.rate, opts, seg_frames, len(done_faces),
+                             on_segment=segment_done if e == len(outs) - 1 else None)
+               for e, w in enumerate(works)]
+    enc_error: list[BaseException] = []
+    written = [resumed]
+
+    def encoder() -> None:
+        try:
+            while True:
+                try:
+                    item = q_out.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                if item is _END:
+                    break
+                index, per_edit = item
+                t0 = time.perf_counter()
+                for e, frames in enumerate(per_edit):
+                    for f in frames:
+                        writers[e].write(f)
+                written[0] = index + len(per_edit[0])
+                busy["encode"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for wr in writers:
+                wr.close()
+            busy["encode"] += time.perf_counter() - t0
+        except BaseException as exc:  # noqa: BLE001
+            enc_error.append(exc)
+            stop.set()
+            for wr in writers:
+                wr.abort()
+            while True:  # unblock the main thread
+                try:
+                    q_out.get_nowait()
+                except queue.Empty:
+                    break
+
+    threads = [threading.Thread(target=decoder, name="starcli-video-decode", daemon=True),
+               threading.Thread(target=encoder, name="starcli-video-encode", daemon=True)]
+    for th in threads:
+        th.start()
+    tracker = FaceTracker(tcfg, fps=float(info.rate))
+    detect_every = max(1, int(opts.detect_every))
+    ok = False
+    try:
+        while True:
+            item = None
+            while item is None:
+                if enc_error:
+                    raise enc_error[0]
+                try:
+                    item = q_in.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            if item is _END:
+                break
+            if isinstance(item, _Error):
+                raise item.exc
+            index, frames = item
+            report.peak_queue = max(report.peak_queue, q_in.qsize() + q_out.qsize())
+            t0 = time.perf_counter()
+            todo = [i for i in range(len(frames)) if (index + i) % detect_every == 0]
+            found = pipeline.detect([frames[i] for i in todo]) if todo else []
+            t1 = time.perf_counter()
+            detections: dict[int, list] = dict(zip(todo, found))
+            jobs = []
+            for i, f in enumerate(frames):
+                tracked = tracker.update(index + i, detections.get(i), f)
+                jobs.append(FrameJob(pixels=f, faces=[t.face for t in tracked], key=index + i))
+            t2 = time.perf_counter()
+            pipeline.align(jobs)
+            t3 = time.perf_counter()
+            pipeline.translate(jobs)
+            t4 = time.perf_counter()
+            for j in jobs:
+                pipeline.paste(j)
+            t5 = time.perf_counter()
+            busy["detect"] += t1 - t0
+            busy["track"] += t2 - t1
+            busy["align"] += t3 - t2
+            busy["generator"] += t4 - t3
+            busy["paste"] += t5 - t4
+            nfaces = sum(len(j.faces) for j in jobs)
+            report.faces += nfaces
+            with state_lock:
+                for j in jobs:
+                    if j.faces:
+                        frame_faces[j.key] = len(j.faces)
+            per_edit = [[j.results[e] for j in jobs] for e in range(len(outs))]
+            del jobs
+            if not put(q_out, (index, per_edit)):
+                break
+            emit("progress", index + len(frames))
+        put(q_out, _END)
+        threads[1].join()
+        if enc_error:
+            raise enc_error[0]
+        frames_total = written[0]
+        if frames_total == 0:
+            raise InputError(src, "has no video frames" + (f" in {start:g}-{end:g} s" if not whole else ""))
+        report.frames = frames_total
+        report.faces += sum(done_faces)
+        report.tracks, report.bridged, report.scene_cuts = (tracker.stats["tracks"], tracker.stats["bridged"],
+                                                            tracker.stats["scene_cuts"])
+        t0 = time.perf_counter()
+        any_face = report.faces > 0
+        for out, w in zip(outs, works):
+            if not any_face and whole:
+                _atomic_copy(src, out)
+                continue
+            segments = sorted(w.glob(f"seg_*{ext}"))
+            segments = [p for p in segments if ".partial" not in p.name]
+            tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-0")
+            concat_segments(segments, tmp, ext, info if keep_audio else None, start, end)
+            got, _ = _count_packets(tmp)
+            if got != frames_total:
+                tmp.unlink(missing_ok=True)
+                raise StarcliError(f"{out}: joined video has {got} frames, expected {frames_total}; "
+                                   "nothing written (run again to start over)")
+            os.replace(tmp, out)
+        busy["encode"] += time.perf_counter() - t0
+        if not any_face:
+            report.copied = whole
+            report.note = ("no faces found: copied unchanged (byte-for-byte copy of the input)" if whole else
+                           "no faces found in the range: written unchanged (re-encoded)")
+            emit("note", frames_total, report.note)
+        ok = True
+    except InputError:
+        stop.set()
+        for w in works:  # bad input: leave nothing behind
+            shutil.rmtree(w, ignore_errors=True)
+        raise
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(timeout=30)
+        for wr in writers:
+            wr.abort()
+        for out in outs:
+            tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-0")
+            tmp.unlink(missing_ok=True)
+    if ok:
+        for w in works:
+            shutil.rmtree(w, ignore_errors=True)
+    report.seconds = time.perf_counter() - t_start
+    report.stage_seconds = {k: round(v, 4) for k, v in busy.items()}
+    emit("done", report.frames)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
 # test / benchmark clips
 
 
 def render_pan_clip(image: np.ndarray, out: str | Path, size: tuple[int, int], seconds: float = 1.0,
                     fps: float = 25, *, audio: bool = False, zoom: tuple[float, float] = (1.0, 1.25),
-                    pan: float = 0.08, still: bool = False, extra: Sequence[str] = (),
+                    pan: float = 0.08, still: bool = False, center: tuple[float, float] = (0.5, 0.5), extra: Sequence[str] = (),
                     codec_args: Sequence[str] | None = None, noise: float = 0.0, seed: int = 0) -> Path:
     """Write a pan/zoom clip over ``image`` (RGB uint8 ``(H, W, 3)``) at ``size = (W, H)``.
 
-    The view is the image's centre region of aspect ``W/H``, zoomed from ``zoom[0]`` to ``zoom[1]``
+    The view is the region of aspect ``W/H`` around ``center`` (fractions of the image), zoomed from ``zoom[0]`` to ``zoom[1]``
     and panned by ``pan`` of the width (``still``: a fixed view); ``noise`` adds gaussian sensor
     noise (std in 0-255 units).  ``audio`` adds a 440 Hz sine track (AAC; Opus for .webm).
     Used by the tests and the benchmark.
@@ -648,8 +1085,8 @@ def render_pan_clip(image: np.ndarray, out: str | Path, size: tuple[int, int], s
         z = zoom[0] + (zoom[1] - zoom[0]) * t
         vw = min(iw, ih * aspect) / z
         vh = vw / aspect
-        cx = iw / 2 + (t - 0.5) * pan * iw
-        cy = ih / 2
+        cx = center[0] * iw + (t - 0.5) * pan * iw
+        cy = center[1] * ih
         # affine grid: output pixel -> source normalised coordinates
         theta = torch.tensor([[[vw / iw, 0.0, (cx - iw / 2) / (iw / 2)], [0.0, vh / ih, (cy - ih / 2) / (ih / 2)]]],
                              dtype=torch.float32)
