@@ -196,12 +196,14 @@ def load_dataset(
     groups: Sequence[Sequence[str]] | None = None,
     use_pairs: bool = True,
     check_files: bool = True,
+    require_classes: bool = True,
 ) -> LabeledImages:
     """Read a dataset's file list and labels (not its pixels).
 
     ``attrs`` selects and orders attribute columns (default: all). ``groups`` declares exclusive
     attribute groups; default: ``dataset.json`` groups if present, else the recognised hair colours.
-    Raises :class:`InputError` for missing files, unknown columns, bad label values, empty classes.
+    Raises :class:`InputError` for missing files, unknown columns, bad label values, and (with
+    ``require_classes``, for training) an attribute that is never set or never absent.
     """
     path = Path(path)
     fmt = detect_format(path) if format == "auto" else format
@@ -223,7 +225,8 @@ def load_dataset(
     ds.groups = [g for g in ds.groups if len(g) >= 2] if fmt != "folders" else ds.groups
     if len(ds) == 0:
         raise InputError(path, "dataset has no images")
-    _check_classes(ds)
+    if require_classes:
+        _check_classes(ds)
     if check_files:
         missing = next((f for f in ds.files if not f.is_file()), None)
         if missing is None:

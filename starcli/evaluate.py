@@ -145,7 +145,7 @@ def evaluate_model(
     spec = m.spec
     attributes = list(spec.attributes)
     groups = [list(g) for g in spec.groups]
-    ds = load_dataset(data, attrs=attributes, groups=groups or None, use_pairs=False)
+    ds = load_dataset(data, attrs=attributes, groups=groups or None, use_pairs=False, require_classes=False)
     n = len(ds) if limit <= 0 else min(limit, len(ds))
     files = ds.files[:n]
     labels = ds.labels[:n]
