@@ -31,6 +31,7 @@ __all__ = [
     "warp_to_crops",
     "crop_regions",
     "invert_transforms",
+    "crop_faces",
 ]
 
 # CelebA "align&cropped" geometry as seen by StarGAN (178x218 aligned frame, centre crop 178x178,
@@ -174,6 +175,9 @@ def _frame_list(frames) -> list[torch.Tensor]:
         if not isinstance(f, torch.Tensor) or f.ndim != 3 or f.shape[0] != 3:
             raise InputError(None, f"frame {i}: expected a (3, H, W) tensor, got "
                                    f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}")
+    for i, f in enumerate(out):
+        if not f.is_floating_point():
+            raise InputError(None, f"frame {i}: expected float pixels in [0, 1], got {f.dtype}")
     return out
 
 
@@ -248,3 +252,28 @@ def warp_to_crops(frames, transforms: torch.Tensor, frame_index, crop_size: int,
     out = KT.warp_affine(batch, Ms, dsize=(crop_size, crop_size), mode=mode, padding_mode="border",
                          align_corners=True)
     return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
+
+
+def crop_faces(frames, faces: Sequence[Sequence], crop_size: int,
+               template: Mapping[str, Sequence[float]] = CELEBA_TEMPLATE, **warp_options):
+    """Align every face of every frame in one batch.
+
+    ``frames``: list of ``(3, H, W)`` float ``[0, 1]`` tensors (or a ``(B, 3, H, W)`` tensor);
+    ``faces``: per frame a list of :class:`starcli.detect.Face`. Returns ``(crops (N, 3, S, S),
+    transforms (N, 2, 3) frame -> crop pixels, frame_index (N,) int64)`` in frame order, then
+    face order. ``warp_options`` go to :func:`warp_to_crops`.
+
+    >>> from starcli.detect import Face
+    >>> import numpy as np
+    >>> lm = {"left_eye": (20.0, 30.0), "right_eye": (40.0, 30.0), "nose": (30.0, 40.0)}
+    >>> crops, M, idx = crop_faces([torch.rand(3, 64, 64)], [[Face((0, 0, 64, 64), 1.0, lm, np.zeros((5, 2)))]], 32)
+    >>> crops.shape, M.shape, idx.tolist()
+    (torch.Size([1, 3, 32, 32]), torch.Size([1, 2, 3]), [0])
+    """
+    flat = [f for fs in faces for f in fs]
+    index = torch.tensor([i for i, fs in enumerate(faces) for _ in fs], dtype=torch.int64)
+    if not flat:
+        return torch.zeros(0, 3, crop_size, crop_size), torch.zeros(0, 2, 3), index
+    pts, tpl = face_points(flat, template)
+    transforms = estimate_transforms(pts, tpl, crop_size)
+    return warp_to_crops(frames, transforms, index, crop_size, **warp_options), transforms, index

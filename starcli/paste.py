@@ -40,7 +40,7 @@ import torch
 from starcli.align import crop_regions, invert_transforms, warp_to_crops
 from starcli.errors import InputError
 
-__all__ = ["DEFAULT_FEATHER", "face_mask", "paste_back"]
+__all__ = ["DEFAULT_FEATHER", "face_mask", "paste_back", "paste_frames", "colour_offsets"]
 
 DEFAULT_FEATHER = 0.04
 """Gaussian sigma of the mask edge, as a fraction of the crop size."""
@@ -170,4 +170,27 @@ def paste_back(frame: torch.Tensor, crops: torch.Tensor, transforms: torch.Tenso
         target = (bases[j] + v) if detail else v
         blended = cur + m * (target.clamp(0.0, 1.0) - cur)
         out[:, y0:y1, x0:x1] = torch.where(m > 0, blended, cur)
+    return out
+
+
+def paste_frames(frames, crops: torch.Tensor, transforms: torch.Tensor, frame_index,
+                 originals: torch.Tensor | None = None, **options) -> list[torch.Tensor]:
+    """:func:`paste_back` for a batch: crop ``i`` goes into ``frames[frame_index[i]]``.
+
+    ``frames``: list of ``(3, H, W)`` float ``[0, 1]`` tensors or a ``(B, 3, H, W)`` tensor.
+    Returns a list of ``(3, H, W)`` tensors (frames without faces are returned unchanged, not
+    copied). ``options`` go to :func:`paste_back`.
+    """
+    fl = list(frames.unbind(0)) if isinstance(frames, torch.Tensor) else list(frames)
+    idx = torch.as_tensor(frame_index, dtype=torch.int64).reshape(-1)
+    if idx.numel() != crops.shape[0]:
+        raise InputError(None, f"frame_index has {idx.numel()} entries for {crops.shape[0]} crops")
+    out = []
+    for i, frame in enumerate(fl):
+        sel = (idx == i).nonzero()[:, 0]
+        if sel.numel() == 0:
+            out.append(frame)
+            continue
+        orig = None if originals is None else originals[sel]
+        out.append(paste_back(frame, crops[sel], transforms[sel], orig, **options))
     return out

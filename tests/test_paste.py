@@ -171,3 +171,23 @@ def test_errors_and_empty():
         paste_back(frame, torch.zeros(2, 3, 32, 32), torch.eye(2, 3)[None])
     with pytest.raises(InputError, match="feather"):
         face_mask(64, feather=0.5)
+
+
+@pytest.mark.skipif(not DlibDetector.available()[0], reason="dlib missing")
+def test_batch_helpers_round_trip_over_several_photos():
+    from starcli.align import crop_faces
+    from starcli.paste import paste_frames
+
+    names = ["astronaut.png", "fairface_0020.jpg", "grace_hopper.jpg"]
+    imgs = [np.asarray(Image.open(DATA / n).convert("RGB")) for n in names]
+    faces = DlibDetector().detect(imgs)
+    frames = [load(n) for n in names]
+    crops, M, idx = crop_faces(frames, faces, 128)
+    assert crops.shape == (4, 3, 128, 128) and idx.tolist() == [0, 1, 1, 2]
+    outs = paste_frames(frames, crops, M, idx, crops)
+    for out, frame in zip(outs, frames):
+        assert out.shape == frame.shape and float((out - frame).abs().max()) <= 1 / 255
+    edited = paste_frames(frames, 1 - crops, M, idx, crops)
+    assert all(not torch.equal(e, f) for e, f in zip(edited, frames))
+    with pytest.raises(InputError, match="float"):
+        crop_faces([(frames[0] * 255).byte()], faces[:1], 128)
