@@ -531,6 +531,15 @@ class _Dist:
             for t in list(m.parameters()) + list(m.buffers()):
                 dist.broadcast(t.data, 0)
 
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (InstanceNorm running stats) everywhere, as DDP does each forward."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for b in module.buffers():
+            dist.broadcast(b.data, 0)
+
     def average_grads(self, module: nn.Module) -> None:
         """All-reduce (mean) the gradients in one flat bucket: data-parallel SGD, as DDP does."""
         if self.world == 1:
@@ -548,6 +557,16 @@ class _Dist:
             n = g.numel()
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` (a list on all ranks), or None in a single process."""
+        if self.world == 1:
+            return None
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -758,6 +777,13 @@ class _Trainer:
         self.start_step = int(st["step"])
         self.g_steps = int(st.get("g_steps", 0))
         rng = st["rng"]
+        ranks = st.get("rng_ranks")
+        if ranks is not None:  # data-parallel run: each rank resumes its own streams
+            if len(ranks) != self.dist.world:
+                raise ConfigError(f"resume: checkpoint was written by {len(ranks)} processes, this run has {self.dist.world}")
+            rng = ranks[self.dist.rank]
+        elif self.dist.world > 1:
+            raise ConfigError(f"resume: checkpoint was written by 1 process, this run has {self.dist.world}")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"], self.device)
@@ -769,7 +795,7 @@ class _Trainer:
             self.scaler_G.load_state_dict(st["scaler_G"])
             self.scaler_D.load_state_dict(st["scaler_D"])
 
-    def _state(self, step: int) -> dict[str, Any]:
+    def _rng_state(self) -> dict[str, Any]:
         rng: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "sampler": self.sampler.state_dict(),
@@ -779,6 +805,10 @@ class _Trainer:
             rng["pair_sampler"] = self.pair_sampler.state_dict()
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def _state(self, step: int, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        rng = self._rng_state()
         st: dict[str, Any] = {
             "format": CHECKPOINT_FORMAT,
             "config": asdict(self.cfg),
@@ -792,6 +822,8 @@ class _Trainer:
             "opt_D": self.opt_D.state_dict(),
             "rng": rng,
         }
+        if rng_ranks is not None:
+            st["rng_ranks"] = rng_ranks
         if self.scaler_G is not None:
             st["scaler_G"] = self.scaler_G.state_dict()
             st["scaler_D"] = self.scaler_D.state_dict()
@@ -833,7 +865,7 @@ class _Trainer:
             pass
         return card
 
-    def save_checkpoint(self, step: int) -> Path:
+    def save_checkpoint(self, step: int, rng_ranks: list[dict[str, Any]] | None = None) -> Path:
         ckpt_root = self.run_dir / "checkpoints"
         ckpt_root.mkdir(parents=True, exist_ok=True)
         final = ckpt_root / f"step_{step:07d}"
@@ -845,7 +877,7 @@ class _Trainer:
         g_state = _contiguous_state(self.G_ema)
         d_state = _contiguous_state(self.D)
         _write_bundle_files(tmp, card, g_state, d_state, atomic=False)
-        torch.save(self._state(step), tmp / "train_state.pt")
+        torch.save(self._state(step, rng_ranks), tmp / "train_state.pt")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -954,6 +986,7 @@ class _Trainer:
         finally:
             self.D.requires_grad_(True)
         self.g_steps += 1
+        self.dist.broadcast_buffers(self.G)
         self._update_ema()
         return logs
 
@@ -1029,8 +1062,9 @@ class _Trainer:
                 samples.append(path)
                 event = "sample"
             if step % cfg.run.save_every == 0 or step == stop:
+                rng_ranks = self.dist.gather(self._rng_state())
                 if self.dist.main:
-                    last_ckpt = self.save_checkpoint(step)
+                    last_ckpt = self.save_checkpoint(step, rng_ranks)
                 self.dist.barrier()
                 event = "checkpoint"
             if step % cfg.log.log_every == 0 or step == stop:
