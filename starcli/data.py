@@ -24,7 +24,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ __all__ = [
     "detect_format",
     "read_image",
     "default_groups",
+    "prepare_dataset",
 ]
 
 
@@ -459,3 +460,90 @@ def memory_fits(n: int, image_size: int, limit_mb: int) -> bool:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare: raw photos -> aligned crops with translate's geometry
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_dataset(
+    raw: str | Path,
+    out: str | Path,
+    *,
+    image_size: int = 128,
+    labels: str | Path | None = None,
+    detector: Any = "dlib",
+    upsample: int = 0,
+    mode: str = "bicubic",
+    template: dict[str, Sequence[float]] | None = None,
+    on_item: Callable[[int, int], None] | None = None,
+) -> dict[str, int]:
+    """Detect the largest face of every photo under ``raw`` and write its aligned crop to ``out``.
+
+    Crops use :func:`starcli.align.crop_faces` with the CelebA template (or ``template``), the
+    geometry ``translate`` uses for models trained here. Without ``labels`` the folder tree is
+    mirrored (``raw/happy/a.jpg`` -> ``out/happy/a.png``: folder-per-domain stays usable); with a
+    label file (CSV/TSV or ``list_attr_celeba.txt``, rows matched by file name) crops go to
+    ``out/images/`` and ``out/labels.csv`` (0/1) lists the aligned ones. ``detector``: a plugin
+    name or an object with ``detect(images) -> list[list[Face]]``. Returns counts ``images``,
+    ``aligned``, ``skipped`` (no face).
+    """
+    from PIL import Image
+
+    from starcli import media
+    from starcli.align import CELEBA_TEMPLATE, crop_faces
+
+    raw, out = Path(raw), Path(out)
+    if not raw.is_dir():
+        raise InputError(raw, "not a folder of photos")
+    photos = sorted(p for p in raw.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not photos:
+        raise InputError(raw, "no photos found (png, jpg, bmp, webp, tif)")
+    table: LabeledImages | None = None
+    if labels is not None:
+        table = load_dataset(labels, check_files=False, require_classes=False, use_pairs=False)
+    if isinstance(detector, str):
+        from starcli import plugins
+
+        cls = plugins.get(plugins.DETECTORS, detector)
+        detector = cls.from_config({"upsample": upsample, "largest_only": True})
+    tpl = dict(template or CELEBA_TEMPLATE)
+    aligned: dict[Path, Path] = {}  # photo -> crop
+    skipped = 0
+    for k, photo in enumerate(photos):
+        rel = photo.relative_to(raw).with_suffix(".png")
+        dest = (out / "images" / rel) if table is not None else (out / rel)
+        dec = media.decode_image(photo)
+        img = dec.rgb8()
+        faces = detector.detect([img])[0]
+        if not faces:
+            skipped += 1
+        else:
+            face = max(faces, key=lambda f: f.size)
+            crops, _, _ = crop_faces([media.to_tensor(img)], [[face]], image_size, tpl, mode=mode)
+            arr = media.from_tensor(crops[0])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}.png")
+            Image.fromarray(arr).save(tmp)
+            os.replace(tmp, dest)
+            aligned[photo] = dest
+        if on_item is not None:
+            on_item(k + 1, len(photos))
+    if table is not None:
+        by_name = {f.name: i for i, f in enumerate(table.files)}
+        rows = ["file," + ",".join(table.attributes)]
+        for photo, dest in aligned.items():
+            i = by_name.get(photo.name)
+            if i is None:
+                continue
+            values = ",".join(str(int(v)) for v in table.labels[i].tolist())
+            rows.append(f"{dest.relative_to(out).as_posix()},{values}")
+        text = "\n".join(rows) + "\n"
+        tmp = out / f"labels.csv.tmp-{os.getpid()}"
+        out.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, out / "labels.csv")
+        if table.groups:
+            (out / "dataset.json").write_text(json.dumps({"groups": table.groups, "attributes": table.attributes}) + "\n")
+    return {"images": len(photos), "aligned": len(aligned), "skipped": skipped}

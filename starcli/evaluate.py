@@ -1,4 +1,4 @@
-"""Evaluate a StarGAN model on held-out labelled faces; prepare aligned training crops.
+"""Evaluate a StarGAN model on held-out labelled faces.
 
 ``evaluate_model(model, data)`` translates every image to each edit and reports, per edit:
 
@@ -33,7 +33,7 @@ from torch import Tensor
 from starcli.data import ImageStore, load_dataset
 from starcli.errors import InputError, ModelError
 
-__all__ = ["EvalRow", "EvalReport", "evaluate_model", "edits_for", "prepare_dataset"]
+__all__ = ["EvalRow", "EvalReport", "evaluate_model", "edits_for"]
 
 
 @dataclass
@@ -256,18 +256,3 @@ def evaluate_model(
             on_batch(len(report.rows), len(attributes))
     report.seconds = time.perf_counter() - t_start
     return report
-
-
-# ----------------------------------------------------------------------------------------------
-# prepare: raw photos -> aligned crops with translate's geometry
-# ----------------------------------------------------------------------------------------------
-
-
-def prepare_dataset(raw: str | Path, out: str | Path, *, image_size: int = 128, labels: str | Path | None = None) -> dict[str, int]:
-    """Detect the largest face of each photo in ``raw`` and write its aligned crop to ``out/images``.
-
-    Uses :mod:`starcli.detect` and :mod:`starcli.align` exactly as ``translate`` does (CelebA
-    template). Writes ``out/labels.csv`` when ``labels`` (CSV/TSV keyed by file name) is given.
-    Returns counts ``images``, ``aligned``, ``skipped``.
-    """
-    raise InputError(raw, "starcli prepare is not available yet (waiting for the detect/align API)")

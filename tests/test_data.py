@@ -187,3 +187,45 @@ def test_folder_empty_class(tmp_path):
 def test_missing_dataset(tmp_path):
     with pytest.raises(InputError, match="dataset not found"):
         load_dataset(tmp_path / "nope")
+
+
+class _FixedDetector:
+    """Finds one face with landmarks at fixed fractions of the image (none in images named 'empty')."""
+
+    def detect(self, images):
+        from starcli.detect import Face
+
+        out = []
+        for img in images:
+            h, w = img.shape[:2]
+            if img.mean() < 1:  # black photo: no face
+                out.append([])
+                continue
+            lm = {"left_eye": (0.4 * w, 0.45 * h), "right_eye": (0.6 * w, 0.45 * h), "mouth": (0.5 * w, 0.7 * h)}
+            out.append([Face((0.2 * w, 0.2 * h, 0.8 * w, 0.9 * h), 1.0, lm, np.array(list(lm.values())))])
+        return out
+
+
+def test_prepare_with_labels_and_folders(tmp_path):
+    from starcli.data import prepare_dataset
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(draw_face({"Black_Hair": i % 2, "Blond_Hair": 1 - i % 2}, 60, rng)).save(raw / f"p{i}.jpg")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(raw / "empty.png")
+    (tmp_path / "labels.csv").write_text("file,Black_Hair,Blond_Hair\np0.jpg,0,1\np1.jpg,1,0\np2.jpg,-1,1\nempty.png,1,-1\n")
+    out = tmp_path / "aligned"
+    rep = prepare_dataset(raw, out, image_size=32, labels=tmp_path / "labels.csv", detector=_FixedDetector())
+    assert rep == {"images": 4, "aligned": 3, "skipped": 1}
+    ds = load_dataset(out)
+    assert len(ds) == 3 and ds.attributes == ["Black_Hair", "Blond_Hair"]
+    assert read_image(ds.files[0], 32).shape == (32, 32, 3)
+    # no labels: the folder tree is mirrored (folder-per-domain stays usable)
+    for d in ("a", "b"):
+        (raw / d).mkdir()
+        Image.fromarray(draw_face({}, 48, rng)).save(raw / d / "x.png")
+    out2 = tmp_path / "mirrored"
+    rep2 = prepare_dataset(raw, out2, image_size=16, detector=_FixedDetector())
+    assert (out2 / "a" / "x.png").is_file() and (out2 / "p0.png").is_file() and rep2["aligned"] == 5

@@ -157,13 +157,22 @@ def prepare_command(
     raw: Annotated[Path, typer.Argument(help="Folder of raw photos.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for aligned crops.")],
     image_size: Annotated[int, typer.Option("--image-size")] = 128,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file to carry over (CSV/TSV by file name).")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label file to carry over (CSV/TSV or list_attr_celeba.txt, rows matched by file name).")] = None,
+    detector: Annotated[str, typer.Option("--detector", help="Detector plugin (starcli plugins).")] = "dlib",
+    upsample: Annotated[int, typer.Option("--upsample", help="Image doublings before detection (small faces).")] = 0,
 ) -> None:
     """Detect and align faces in RAW with translate's crop geometry, for training."""
-    try:
-        from starcli.evaluate import prepare_dataset
+    from starcli.cli.common import make_progress
+    from starcli.data import prepare_dataset
 
-        report = prepare_dataset(raw, out, image_size=image_size, labels=labels)
+    try:
+        with make_progress() as progress:
+            task = progress.add_task("prepare", total=None, rate="")
+
+            def on_item(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            report = prepare_dataset(raw, out, image_size=image_size, labels=labels, detector=detector, upsample=upsample, on_item=on_item)
     except StarcliError as exc:
         _fail(exc)
         return
