@@ -95,11 +95,31 @@ class RunConfig:
 
 @dataclass
 class VideoConfig:
-    """``[video]``: reserved for the video pipeline (``starcli.video``)."""
+    """``[video]``: video encoding, streaming, resume and face tracking (``starcli.video``,
+    ``starcli.tracking``; docs/video.md)."""
 
-    codec: str = "libx264"
-    crf: int = 18
-    audio: bool = True
+    codec: str = ""                 #: encoder; "" = the container's default (libx264, libvpx-vp9, mpeg4, gif)
+    crf: float = -1.0               #: quality; -1 = the codec's default (x264 18, vp9 32; mpeg4: -q:v 3)
+    preset: str = ""                #: x264 preset (default fast); vp9: deadline (good/realtime)
+    start: float = 0.0              #: start of the time range (seconds)
+    end: float = 0.0                #: end of the time range (seconds, exclusive); 0 = to the end
+    fps: float = 0.0                #: output frame rate; 0 = the input's (average rate for VFR input)
+    audio: bool = True              #: copy the audio streams (stream copy, bit-identical)
+    batch_frames: int = 8           #: consecutive frames per generator batch
+    queue_depth: int = 2            #: batches buffered decode -> process and process -> encode
+    segment_seconds: float = 10.0   #: resume granularity (encoded segments joined at the end)
+    detect_every: int = 1           #: run the detector on every n-th frame (tracks fill the others)
+    resume: bool = True             #: continue a killed run from its last finished segment
+    strict: bool = True             #: fail on corrupt data the decoder would conceal
+    smooth: bool = True             #: smooth landmarks along each face track (one-euro filter)
+    min_cutoff: float = 0.5         #: one-euro cutoff of a still face (Hz); lower = smoother
+    beta: float = 2.0               #: one-euro speed coefficient (per face size / s); higher = less lag
+    d_cutoff: float = 1.0           #: one-euro cutoff of the speed estimate (Hz)
+    max_missed: int = 2             #: frames a track is bridged without a detection
+    iou_threshold: float = 0.3      #: box IoU to continue a track
+    max_centre_distance: float = 0.6  #: else centre distance (face sizes) to continue a track
+    scene_cut: float = 0.35         #: colour-histogram distance that resets tracks; 0 = off
+    min_hits: int = 1               #: detections before a track's faces are edited
 
 
 @dataclass

@@ -13,9 +13,12 @@ Two levels:
   warp) -> **generator** (the calling thread: one :class:`~starcli.translate.FaceTranslator`
   call per batch) -> ``writer pool`` (``run.workers`` threads: paste + encode + atomic write).
 
-  Bounds: at most ``run.queue_size`` photos are decoded ahead of the generator and at most
-  ``run.queue_size`` translated photos wait for their writer, so memory stays bounded while the
-  generator never waits on I/O in steady state (the report gives its measured idle time).
+  Bounds: at most ``run.queue_size`` photos are decoded ahead of the generator (plus at most
+  two aligned batches waiting for it) and at most ``run.queue_size`` translated photos wait
+  for their writer, so memory stays bounded while the generator never waits on I/O in steady
+  state (the report gives its measured idle time). Batching: the aligner fills a batch up to
+  ``run.batch_size`` faces while the generator is busy and flushes a partial batch as soon as
+  the generator would otherwise be idle.
 
 Conventions (docs/architecture.md): frames are RGB ``(H, W, 3)`` numpy ``uint8`` (or ``uint16``)
 arrays; the stages use ``(3, h, w)`` float32 ``[0, 1]`` tensors of each photo's *face region*
@@ -751,6 +754,7 @@ class _Runner:
         out_slots = threading.Semaphore(qsize)
         lock = threading.Lock()
         errors: list[BaseException] = []
+        gen_waiting = threading.Event()  # set while the generator waits for a batch
 
         def record(res: FileResult) -> None:
             with lock:
@@ -801,9 +805,16 @@ class _Runner:
                             writers.submit(write_done, item)
                         if faces >= batch_faces:
                             break
-                        try:
-                            item = ready.get(timeout=0.005 if group else None)
-                        except queue.Empty:
+                        # wait for more photos while the generator is busy; flush a partial
+                        # batch as soon as it would otherwise sit idle
+                        item = None
+                        while item is None:
+                            try:
+                                item = ready.get(timeout=0.005 if group else None)
+                            except queue.Empty:
+                                if gen_waiting.is_set() and batches.empty():
+                                    break
+                        if item is None:
                             break
                     if group:
                         t0 = time.perf_counter()
@@ -830,7 +841,9 @@ class _Runner:
         try:
             while True:
                 t0 = time.perf_counter()
+                gen_waiting.set()
                 group = batches.get()
+                gen_waiting.clear()
                 waited = time.perf_counter() - t0
                 if first:
                     self.report.generator_first_wait_seconds = waited
