@@ -136,6 +136,7 @@ class RunConfig:
     save_every: int = 5000
     keep_last: int = 3
     max_steps: int = 0  # stop (and checkpoint) after this many steps in this invocation (0: run to optim.iters)
+    max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time in this invocation (0: no limit)
 
 
 @dataclass
@@ -296,6 +297,8 @@ def validate_config(cfg: TrainConfig) -> None:
     for key, value in nonneg.items():
         if value < 0:
             raise ConfigError(f"config key {key!r}: must be >= 0, got {value}")
+    if cfg.run.max_minutes < 0:
+        raise ConfigError(f"config key 'run.max_minutes': must be >= 0, got {cfg.run.max_minutes}")
     if not 0.0 <= cfg.optim.ema_decay < 1.0:
         raise ConfigError(f"config key 'optim.ema_decay': must be in [0, 1), got {cfg.optim.ema_decay}")
     s, r = cfg.data.image_size, cfg.model.d_repeat_num
@@ -508,6 +511,7 @@ class _Dist:
     """torch.distributed context from torchrun's environment (world size 1 without it)."""
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.owned = False
@@ -557,6 +561,16 @@ class _Dist:
             n = g.numel()
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
+
+    def all_true(self, flag: bool) -> bool:
+        """``flag`` of rank 0 on every rank (so all ranks stop at the same step)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.broadcast(t, 0)
+        return bool(t.item() > 0.5)
 
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's ``obj`` (a list on all ranks), or None in a single process."""
@@ -1061,6 +1075,10 @@ class _Trainer:
                 _save_grid(path, self.G_ema, self.sample_x, self.sample_c, self.attributes, self.groups)
                 samples.append(path)
                 event = "sample"
+            if cfg.run.max_minutes > 0 and step < stop:
+                over = time.perf_counter() - t0 > 60.0 * cfg.run.max_minutes
+                if self.dist.all_true(over):
+                    stop = step  # time budget spent: checkpoint now, resume later
             if step % cfg.run.save_every == 0 or step == stop:
                 rng_ranks = self.dist.gather(self._rng_state())
                 if self.dist.main:
@@ -1069,7 +1087,7 @@ class _Trainer:
                 event = "checkpoint"
             if step % cfg.log.log_every == 0 or step == stop:
                 self._log(
-                    f"step {step} lr {cfg.optim.g_lr * factor:.3g} {smoothed:.3f}s/it "
+                    f"step {step}/{iters} lr {cfg.optim.g_lr * factor:.3g} {smoothed:.3f}s/it "
                     + " ".join(f"{k} {v:.4f}" for k, v in sorted(avg.items()))
                 )
                 if self.writer is not None:
@@ -1079,6 +1097,8 @@ class _Trainer:
                     self.writer.add_scalar("sec_per_iter", smoothed, step)
             if on_step is not None:
                 on_step(StepInfo(step, iters, dict(self.losses), cfg.optim.g_lr * factor, smoothed, event, self.start_step))
+            if step >= stop:
+                break
         seconds = time.perf_counter() - t0
         done = step - self.start_step
         if self.writer is not None:

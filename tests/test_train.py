@@ -194,3 +194,9 @@ def test_resume_matches_uninterrupted_run(dataset, tmp_path, precision):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_time_budget_stops_and_checkpoints(dataset, tmp_path):
+    cfg = tiny_config(dataset, tmp_path / "budget", optim__iters=50, run__max_minutes=1e-6, log__sample_every=100)
+    summary = train(cfg)
+    assert summary.step == 1 and summary.checkpoint.name == "step_0000001"

@@ -38,6 +38,8 @@ def train_command(
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (run.threads).")] = None,
     save_every: Annotated[Optional[int], typer.Option("--save-every", help="Checkpoint period (run.save_every).")] = None,
     sample_every: Annotated[Optional[int], typer.Option("--sample-every", help="Sample grid period (log.sample_every).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop and checkpoint after N steps in this session; --resume continues (run.max_steps).")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop and checkpoint after this wall time; --resume continues (run.max_minutes).")] = None,
 ) -> None:
     """Train a StarGAN model on DATA; the run folder loads directly as a --model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -58,6 +60,8 @@ def train_command(
         "run.threads": threads,
         "run.save_every": save_every,
         "log.sample_every": sample_every,
+        "run.max_steps": max_steps,
+        "run.max_minutes": max_minutes,
         "run.resume": str(resume) if resume is not None else None,
     }
     try:
@@ -65,6 +69,8 @@ def train_command(
         if resume is not None:
             base = resume_config(resume)
             base["run"]["resume"] = ""
+            base["run"]["max_steps"] = 0  # a session limit applies to one session only
+            base["run"]["max_minutes"] = 0.0
             if out is None:  # continue in the run folder that holds the checkpoint
                 run_dir = resume if (resume / "checkpoints").is_dir() else resume.parent.parent
                 overrides["run.out"] = str(run_dir)
