@@ -296,12 +296,16 @@ def read_frames(info: VideoInfo, *, start: float = 0.0, end: float | None = None
     (truncated file).  Closing the generator stops ffmpeg.
     """
     w, h = info.width, info.height
+    limit = expected_frames(info, start, end) - skip_frames if info.frames > 0 else 0
     vf = f"fps={info.rate.numerator}/{info.rate.denominator}"
+    if limit > 0 and info.vfr:
+        # the fps filter stops at the last frame's timestamp rounded to the new rate: hold the last
+        # frame a little so the output covers the whole duration (capped below)
+        vf = f"tpad=stop_mode=clone:stop_duration={2.0 / float(info.rate):.6f}," + vf
     if skip_frames > 0:
         vf += f",trim=start_frame={int(skip_frames)}"
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", *_time_args(start, end), "-i", str(info.path),
             "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-fps_mode", "passthrough"]
-    limit = expected_frames(info, start, end) - skip_frames if info.frames > 0 else 0
     if limit > 0:
         # the fps filter may repeat the last frame up to the container's end (audio longer than
         # video, e.g. AVI): cap at the stream's own length
@@ -325,17 +329,12 @@ def read_frames(info: VideoInfo, *, start: float = 0.0, end: float | None = None
             batch.append(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
             count += 1
             if len(batch) >= batch_frames:
+                if strict:
+                    _check_decode_errors(info.path, drain.lines)  # fail early, before more work
                 yield batch
                 batch = []
         code = proc.wait()
         drain.join(timeout=5)
-        text = drain.text
-        if code != 0:
-            raise InputError(info.path, f"cannot decode video: {_ffmpeg_error(text)}")
-        bad = [ln for ln in drain.lines if _DECODE_ERR.search(ln)]
-        if strict and bad:
-            raise InputError(info.path, f"corrupt video data ({_ffmpeg_error(chr(10).join(bad))}; "
-                                        "set video.strict = false to accept concealed frames)")
         expected = expected_frames(info, start, end) - skip_frames
         if count == 0 and skip_frames == 0:
             raise InputError(info.path, "has no video frames" if info.frames == 0 or start == 0
@@ -343,6 +342,10 @@ def read_frames(info: VideoInfo, *, start: float = 0.0, end: float | None = None
         if info.frames > 0 and count < expected - max(2, 0.05 * expected):
             raise InputError(info.path, f"truncated or corrupt: decoded {count + skip_frames} of about "
                                         f"{expected + skip_frames} frames")
+        if code != 0:
+            raise InputError(info.path, f"cannot decode video: {_ffmpeg_error(drain.text)}")
+        if strict:
+            _check_decode_errors(info.path, drain.lines)
         if batch:
             yield batch
         finished = True
@@ -355,6 +358,13 @@ def read_frames(info: VideoInfo, *, start: float = 0.0, end: float | None = None
                 s.close()
             except OSError:
                 pass
+
+
+def _check_decode_errors(path: Path, lines: list[str]) -> None:
+    bad = [ln for ln in list(lines) if _DECODE_ERR.search(ln)]
+    if bad:
+        raise InputError(path, f"corrupt video data ({_ffmpeg_error(chr(10).join(bad)).rstrip('.')}; "
+                               "set video.strict = false to accept concealed frames)")
 
 
 def _read_exact(stream, n: int) -> bytes | None:
