@@ -26,7 +26,7 @@ def train_command(
     data: Annotated[Optional[Path], typer.Argument(help="Dataset: folder (labels.csv, list_attr_celeba.txt or class subfolders) or label file.")] = None,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Run folder (run.out).")] = None,
     attrs: Annotated[Optional[str], typer.Option("--attrs", help="Comma-separated attribute columns, in order (data.attrs).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [data] [model] [optim] [loss] [augment] [run] [log] tables.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with data, model, optim, loss, augment, run and log tables.")] = None,
     iters: Annotated[Optional[int], typer.Option("--iters", help="Total iterations (optim.iters).")] = None,
     decay_iters: Annotated[Optional[int], typer.Option("--decay-iters", help="Linear lr decay to 0 over the last N iterations (optim.decay_iters).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step and process (run.batch_size).")] = None,
