@@ -79,7 +79,7 @@ class RunConfig:
 
     batch_size: int = 8             #: faces (crops) per generator call; photos are batched up to it
     workers: int = 2                #: threads decoding+detecting, and threads pasting+encoding
-    queue_size: int = 8             #: photos buffered before and after the generator (each way)
+    queue_size: int = 16            #: photos in flight before the generator, and after it (each way)
     overwrite: bool = False         #: replace existing outputs
     skip_existing: bool = True      #: leave existing outputs alone (a re-run resumes)
     no_face: str = "fail"           #: photo without a face: fail (error line), copy (write it unchanged) or skip

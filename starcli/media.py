@@ -586,7 +586,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             pass
         if isinstance(exc, PermissionError):
             raise InputError(path, "cannot write: permission denied") from None
-        raise InputError(path, f"cannot write ({exc.strerror or _reason(exc)})") from None
+        raise InputError(path, f"cannot write: {(exc.strerror or _reason(exc)).lower()}") from None
     return path
 
 

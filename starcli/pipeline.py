@@ -79,6 +79,7 @@ class FileResult:
     faces: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     extras: list[str] = field(default_factory=list)  # grid sheets, crops
+    video: dict[str, Any] = field(default_factory=dict)  # frames, faces, fps, note (videos only)
     index: int = 0
 
     @property
@@ -90,12 +91,14 @@ class FileResult:
 @dataclass
 class Event:
     """Progress callback payload: ``kind`` is ``plan`` (``total`` files), ``file`` (a finished
-    :class:`FileResult`) or ``batch`` (``faces`` translated)."""
+    :class:`FileResult`), ``batch`` (``faces`` translated) or ``video`` (``video``: progress of
+    the current video in frames)."""
 
     kind: str
     total: int = 0
     result: FileResult | None = None
     faces: int = 0
+    video: Any = None  # kind "video": a starcli.video.VideoEvent (frames done/total, fps, ETA)
 
 
 @dataclass
@@ -136,11 +139,13 @@ class RunReport:
 
     @property
     def faces(self) -> int:
-        return sum(len(f.faces) for f in self.files if f.status == "done")
+        """Faces edited: per photo, plus face instances over all frames of videos."""
+        return sum(len(f.faces) + int(f.video.get("faces", 0)) for f in self.files if f.status == "done")
 
     @property
     def photos_per_second(self) -> float:
-        return self.done / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        photos = sum(1 for f in self.files if f.status == "done" and f.kind == "photo")
+        return photos / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     @property
     def faces_per_second(self) -> float:
@@ -633,8 +638,7 @@ class _Runner:
                     return res
                 data = item.src.read_bytes()
                 for out in item.outputs:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    media.atomic_write_bytes(out, data)
+                    _write_output(out, data)
                     written.append(out)
                 res.status, res.reason, res.outputs = "no_face", hint + ": copied unchanged", [str(o) for o in item.outputs]
                 return res
@@ -654,11 +658,7 @@ class _Runner:
             self.t.add("encode", time.perf_counter() - t0, res)
             t0 = time.perf_counter()
             for out, blob in zip(item.outputs, blobs):
-                try:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise InputError(out.parent, f"cannot create output folder ({exc.strerror or exc})") from None
-                media.atomic_write_bytes(out, blob)
+                _write_output(out, blob)
                 written.append(out)
             if self.cfg.run.grid:
                 res.extras.append(str(self._write_grid(item, dec, results)))
@@ -902,13 +902,35 @@ class _Runner:
                 try:
                     for out in it.outputs:
                         out.parent.mkdir(parents=True, exist_ok=True)
-                    handler(it.src, it.outputs[0] if len(it.outputs) == 1 else it.outputs, self.p, self.cfg)
+                    vr = handler(it.src, it.outputs[0] if len(it.outputs) == 1 else it.outputs, self.p, self.cfg,
+                                 on_event=lambda ev: self.emit(Event("video", video=ev)))
                     res.status, res.outputs = "done", [str(o) for o in it.outputs]
+                    for key in ("frames", "faces", "tracks", "copied", "note", "rate"):
+                        if hasattr(vr, key):
+                            res.video[key] = getattr(vr, key)
+                    if getattr(vr, "copied", False):
+                        res.status, res.reason = "no_face", getattr(vr, "note", "") or "no face found: copied unchanged"
                 except Exception as exc:
                     res.status, res.reason = "failed", _reason_for(exc, it)
                 self.t.add("video", time.perf_counter() - t0, res)
             self.report.files[it.index] = res
             self.emit(Event("file", result=res))
+
+
+def _write_output(out: Path, data: bytes) -> None:
+    """Create ``out``'s folder and write ``data`` atomically; failures raise :class:`_Failed`
+    with ``cannot write <out>: <why>``."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists() and not p.is_dir()), out.parent)
+        raise _Failed(f"cannot write {out}: {blocker} is a file, not a folder") from None
+    except OSError as exc:
+        raise _Failed(f"cannot write {out}: cannot create its folder ({(exc.strerror or str(exc)).lower()})") from None
+    try:
+        media.atomic_write_bytes(out, data)
+    except InputError as exc:
+        raise _Failed(f"cannot write {out}: {exc.reason.removeprefix('cannot write').lstrip(': ') or 'error'}") from None
 
 
 class _Failed(Exception):
