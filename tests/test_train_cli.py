@@ -81,3 +81,22 @@ def test_bad_flag_and_errors(app, runner, tmp_path):
     assert r.exit_code == 1 and "unknown config key 'optim.lr'" in r.output
     r = runner.invoke(app, ["train", "--iters", "1"])
     assert r.exit_code == 1 and "data.path" in r.output
+
+
+def test_trained_run_translates_through_the_cli(runner, tmp_path):
+    """The run folder is a model: `starcli translate --model RUN --aligned` uses it."""
+    from starcli.cli import app as starcli_app
+
+    data = make_csv_dataset(tmp_path / "ds", n=8, size=16)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+    run = tmp_path / "run"
+    r = runner.invoke(starcli_app, ["train", str(data), "-o", str(run), "--config", str(cfg), "--iters", "2", "--batch-size", "4"])
+    assert r.exit_code == 0, r.output
+    photo = data / "images" / "000000.png"
+    out = tmp_path / "out"
+    r = runner.invoke(starcli_app, ["translate", str(photo), "--model", str(run), "--aligned", "--set", "hair=blond",
+                                    "--source", "hair=black", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    written = [p for p in out.rglob("*.png")]
+    assert written, r.output
