@@ -37,7 +37,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ __all__ = [
     "measure_scores",
     "generate_dataset",
     "compose_scene",
+    "generate_scenes",
+    "changed_factors",
+    "dataset_item",
 ]
 
 HAIR_COLOURS: tuple[str, ...] = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Red_Hair", "Gray_Hair")
@@ -72,13 +75,13 @@ BINARY_ATTRIBUTES: tuple[str, ...] = ("Eyeglasses", "Smiling", "Beard", "Young")
 ATTRIBUTES: tuple[str, ...] = HAIR_COLOURS + BINARY_ATTRIBUTES
 GROUPS: list[list[str]] = [list(HAIR_COLOURS)]
 MASK_NAMES: tuple[str, ...] = ("hair", "eyeglasses", "mouth", "beard", "age", "face", "background")
-GENERATOR_VERSION = "starcli-synth/1"
+GENERATOR_VERSION = "starcli-synth/2"
 
 #: CelebA crop template in normalised crop units (pixel ``x = u * S - 0.5``).
 TEMPLATE: dict[str, tuple[float, float]] = {
     "left_eye": (0.39463, 0.51404),
     "right_eye": (0.60526, 0.51404),
-    "nose": (0.5, 0.652),
+    "nose": (0.50088, 0.6805),
     "mouth": (0.49962, 0.74727),
 }
 
@@ -87,6 +90,11 @@ _EYE_DX = (0.60526 - 0.39463) / 2.0  # half the inter-eye distance
 _MOUTH_X = 0.49962
 _MOUTH_Y = 0.74727
 _NOSE_Y = TEMPLATE["nose"][1]
+# Where the features are drawn relative to the reported landmarks; calibrated so that dlib's
+# 5-point model (eye-corner midpoints, nose base) agrees with the reported points.
+_EYE_DRAW_DX = 0.0079
+_EYE_DRAW_DY = -0.0034
+_NOSE_DRAW_Y = _NOSE_Y - 0.014
 _CX = 0.49995  # face symmetry axis (midpoint of the eyes)
 
 # Hair colour ranges: (dark end, light end) in RGB; the nuisance ``hair_tone`` picks a point.
@@ -106,8 +114,8 @@ _SKIN_ANCHORS = np.array(
         (214, 164, 124),
         (180, 126, 88),
         (140, 92, 62),
-        (100, 66, 46),
-        (78, 52, 38),
+        (108, 71, 50),
+        (90, 59, 43),
     ],
     dtype=np.float64,
 )
@@ -213,7 +221,7 @@ def sample_params(rng: np.random.Generator) -> FaceParams:
     frame = frames[int(rng.integers(len(frames)))]
     iris_choices = ((60, 40, 25), (95, 65, 35), (70, 110, 150), (80, 120, 80), (40, 30, 25))
     iris = iris_choices[int(rng.integers(len(iris_choices)))]
-    lip = np.clip(skin * np.array([0.92, 0.62, 0.62]) + np.array([18, 0, 4]), 0, 255)
+    lip = np.clip(skin * np.array([0.82, 0.5, 0.52]) + np.array([22, 0, 4]), 0, 255)
     lip = lip * rng.uniform(0.9, 1.05)
     clothing = _random_colour(rng, (0.1, 0.8), (0.15, 0.9))
     bg_a = _random_colour(rng, (0.0, 0.7), (0.25, 0.98))
@@ -230,8 +238,8 @@ def sample_params(rng: np.random.Generator) -> FaceParams:
         bangs=bool(rng.uniform() < 0.15),
         part=_uniform(rng, -0.06, 0.06),
         hair_tone=_uniform(rng, 0.0, 1.0),
-        brow_dark=_uniform(rng, 0.32, 0.55),
-        brow_thick=_uniform(rng, 0.012, 0.02),
+        brow_dark=_uniform(rng, 0.28, 0.48),
+        brow_thick=_uniform(rng, 0.015, 0.022),
         eye_size=_uniform(rng, 0.9, 1.1),
         iris=_rgb(iris),
         nose_w=_uniform(rng, 0.032, 0.045),
@@ -240,7 +248,7 @@ def sample_params(rng: np.random.Generator) -> FaceParams:
         beard_style=int(rng.choice(3, p=(0.6, 0.2, 0.2))),
         glasses_style=int(rng.integers(3)),
         frame=_rgb(frame),
-        frame_w=_uniform(rng, 0.014, 0.02),
+        frame_w=_uniform(rng, 0.011, 0.016),
         lens_tint=_rgb(_random_colour(rng, (0.0, 0.5), (0.5, 1.0))),
         age_amount=_uniform(rng, 0.75, 1.0),
         clothing=clothing,
@@ -348,7 +356,7 @@ def face_landmarks(params: FaceParams, size: int) -> dict[str, tuple[float, floa
     pts = {
         "left_eye": (_CX - _EYE_DX, _EYE_Y),
         "right_eye": (_CX + _EYE_DX, _EYE_Y),
-        "nose": (_CX, _NOSE_Y),
+        "nose": TEMPLATE["nose"],
         "mouth": (_MOUTH_X, _MOUTH_Y),
     }
     out = {}
@@ -370,8 +378,9 @@ class _Canvas:
     scaled to the canvas side ``W`` (super-pixel continuous coordinates: ``X = u * W``).
     """
 
-    def __init__(self, side: int, m: np.ndarray | None = None):
+    def __init__(self, side: int, m: np.ndarray | None = None, k: int = 1):
         self.W = side
+        self.k = k  # canvas pixels per output pixel
         if m is None:
             m = np.array([[1.0, 0, 0], [0, 1.0, 0]])
         self.m = [float(v) * side for v in m.reshape(-1)]
@@ -403,13 +412,16 @@ class _Canvas:
             self.draw.polygon(xy, fill=_c(fill))
         self._marks("polygon", xy, mask, erase)
 
-    def line(self, pts, width, fill=None, mask=(), mask_width=None, draw=True):
+    def line(self, pts, width, fill=None, mask=(), mask_width=None, draw=True, min_px=0.0):
+        """Polyline of ``width`` normalised units, at least ``min_px`` output pixels wide."""
         xy = self._xy(pts)
-        w = max(1, int(round(width * self.W * self.s)))
+        wf = max(width * self.W * self.s, min_px * self.k)
+        w = max(1, int(round(wf)))
         if draw and fill is not None:
             self.draw.line(xy, fill=_c(fill), width=w, joint="curve")
         if mask:
-            mw = max(1, int(round((mask_width or width) * self.W * self.s)))
+            extra = ((mask_width or width) - width) * self.W * self.s
+            mw = max(1, int(round(wf + extra)))
             self._marks("line", xy, mask, (), width=mw)
 
 
@@ -536,44 +548,52 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
     cv.ellipse(_CX, chin - 0.045, p.chin_w + 0.035, 0.022, fill=(255, 255, 255, 14))
     cv.ellipse(_CX, _MOUTH_Y + 0.06, 0.04, 0.012, fill=(0, 0, 0, 22))
 
-    # --- eyes: sockets, sclera, iris, lids, brows
+    # --- eyes: sockets, sclera, iris, lids, brows (drawn with a small offset so that dlib's
+    # 5-point eye-corner midpoints land on the template eye centres, see docs/synth.md)
     es = p.eye_size
     erx, ery = 0.047 * es, 0.021 * es
     brow_col = _mul(skin, p.brow_dark)
+    ey = _EYE_Y + _EYE_DRAW_DY
+    # temples and the sides of the nose bridge a little darker: the eye band reads as a dark band
+    cv.ellipse(_CX, ey - 0.01, hw * 0.95, 0.055, fill=(0, 0, 0, 14))
+    cv.polygon([(_CX - 0.012, ey - 0.05), (_CX + 0.012, ey - 0.05), (_CX + 0.014, _NOSE_DRAW_Y - 0.03),
+                (_CX - 0.014, _NOSE_DRAW_Y - 0.03)], fill=(255, 255, 255, 44))
     for s in (-1, 1):
-        ex = _CX + s * _EYE_DX
+        ex = _CX + s * (_EYE_DX + _EYE_DRAW_DX)
         # eye socket shadow (above and around the eye)
-        cv.ellipse(ex, _EYE_Y - 0.012, erx * 1.55, ery * 2.6, fill=(0, 0, 0, 34))
-        cv.ellipse(ex + s * 0.005, _EYE_Y - 0.004, erx * 1.25, ery * 1.8, fill=(0, 0, 0, 30))
+        cv.ellipse(ex - s * 0.004, ey - 0.014, erx * 1.6, ery * 2.7, fill=(0, 0, 0, 40))
+        cv.ellipse(ex, ey - 0.004, erx * 1.3, ery * 1.9, fill=(0, 0, 0, 42))
+        # cheek highlight under the eye
+        cv.ellipse(ex + s * 0.01, ey + 0.075, erx * 1.1, 0.03, fill=(255, 255, 255, 30))
         # sclera: almond made of two arcs
-        top_arc = _arc(ex, _EYE_Y + ery * 0.35, erx, ery * 1.35, 180, 360, 14)
-        bot_arc = _arc(ex, _EYE_Y - ery * 0.35, erx, ery * 1.1, 0, 180, 14)
-        eye_poly = top_arc + bot_arc
-        cv.polygon(eye_poly, fill=(232, 228, 222))
-        cv.ellipse(ex, _EYE_Y, ery * 0.95, ery * 0.95, fill=p.iris)
-        cv.ellipse(ex, _EYE_Y, ery * 0.45, ery * 0.45, fill=(10, 8, 8))
-        cv.ellipse(ex + 0.005, _EYE_Y - 0.006, ery * 0.2, ery * 0.2, fill=(255, 255, 255, 200))
-        cv.line(top_arc, 0.008, fill=(25, 18, 16))
-        cv.line(bot_arc, 0.004, fill=_mul(skin, 0.6, 200))
+        top_arc = _arc(ex, ey + ery * 0.35, erx, ery * 1.35, 180, 360, 14)
+        bot_arc = _arc(ex, ey - ery * 0.35, erx, ery * 1.1, 0, 180, 14)
+        cv.polygon(top_arc + bot_arc, fill=(214, 208, 200))
+        cv.ellipse(ex, ey, ery * 1.0, ery * 1.0, fill=p.iris)
+        cv.ellipse(ex, ey, ery * 0.48, ery * 0.48, fill=(10, 8, 8))
+        cv.ellipse(ex + 0.005, ey - 0.006, ery * 0.2, ery * 0.2, fill=(255, 255, 255, 200))
+        cv.line(top_arc, 0.01, fill=(22, 16, 14))
+        cv.line(bot_arc, 0.005, fill=_mul(skin, 0.55, 210))
         # brow
-        by = _EYE_Y - 0.062
-        brow = [(_CX + s * 0.032, by + 0.008), (_CX + s * 0.06, by - 0.008), (ex + s * 0.04, by - 0.006),
-                (ex + s * 0.068, by + 0.012)]
-        cv.line(brow, p.brow_thick * 1.25, fill=brow_col)
-        cv.line(brow[:3], p.brow_thick * 1.6, fill=brow_col)
+        by = ey - 0.064
+        brow = [(_CX + s * 0.03, by + 0.008), (_CX + s * 0.06, by - 0.008), (ex + s * 0.04, by - 0.006),
+                (ex + s * 0.07, by + 0.012)]
+        cv.line(brow, p.brow_thick * 1.3, fill=brow_col)
+        cv.line(brow[:3], p.brow_thick * 1.7, fill=brow_col)
 
-    # --- nose
+    # --- nose: side shadows, tip highlight, nostrils, shadow under the base
     nw = p.nose_w
-    nb = _NOSE_Y
-    cv.polygon([(_CX - 0.018, _EYE_Y), (_CX - nw * 0.7, nb - 0.03), (_CX - nw, nb - 0.005), (_CX, nb + 0.004),
-                (_CX - 0.005, _EYE_Y)], fill=(0, 0, 0, 20))
-    cv.line([(_CX + side * 0.012, _EYE_Y + 0.01), (_CX + side * nw * 0.55, nb - 0.035),
-             (_CX + side * nw * 0.8, nb - 0.01)], 0.01, fill=(0, 0, 0, 40))
-    cv.ellipse(_CX, nb - 0.003, nw * 0.95, 0.022, fill=(0, 0, 0, 26))
-    cv.ellipse(_CX, nb - 0.018, nw * 0.5, 0.018, fill=(255, 255, 255, 30))
+    nb = _NOSE_DRAW_Y
     for s in (-1, 1):
-        cv.ellipse(_CX + s * nw * 0.45, nb - 0.004, nw * 0.28, 0.009, fill=_mul(skin, 0.4))
-    cv.ellipse(_CX, nb + 0.012, nw * 0.8, 0.008, fill=(0, 0, 0, 30))
+        a_sh = 38 if s == side else 22
+        cv.polygon([(_CX + s * 0.014, ey + 0.005), (_CX + s * nw * 0.75, nb - 0.03), (_CX + s * nw * 1.05, nb - 0.004),
+                    (_CX + s * nw * 0.5, nb + 0.004), (_CX + s * 0.006, nb - 0.03), (_CX + s * 0.006, ey + 0.005)],
+                   fill=(0, 0, 0, a_sh))
+    cv.ellipse(_CX, nb - 0.02, nw * 0.5, 0.018, fill=(255, 255, 255, 48))
+    for s in (-1, 1):
+        cv.ellipse(_CX + s * nw * 0.45, nb - 0.003, nw * 0.3, 0.01, fill=_mul(skin, 0.35))
+        cv.ellipse(_CX + s * nw * 0.95, nb - 0.01, nw * 0.25, 0.018, fill=(0, 0, 0, 28))
+    cv.ellipse(_CX, nb + 0.012, nw * 0.85, 0.01, fill=(0, 0, 0, 40))
 
     # --- masks of regions whose contents depend on attributes (always marked)
     mw = p.mouth_w
@@ -582,19 +602,19 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
     cv.polygon(beard_poly, mask=("beard",))
     age_lines = _age_lines(p, outline, k)
     for pts, w in age_lines:
-        cv.line(pts, w, mask=("age",), mask_width=w + 0.03)
+        cv.line(pts, w, mask=("age",), mask_width=w + 0.03, min_px=1.1)
     glasses = _glasses_shapes(p, hw)
     for kind, args in glasses["mask"]:
         if kind == "polygon":
             cv.polygon(args, mask=("eyeglasses",))
         else:
-            cv.line(args[0], args[1], mask=("eyeglasses",), mask_width=args[1] + 0.02)
+            cv.line(args[0], args[1], mask=("eyeglasses",), mask_width=args[1] + 0.02, min_px=1.4)
 
     # --- age cues
     if not a["Young"]:
         amt = p.age_amount
         for pts, w in age_lines:
-            cv.line(pts, w, fill=_mul(skin, 0.42, int(210 * amt)))
+            cv.line(pts, w, fill=_mul(skin, 0.45, int(150 * amt)), min_px=1.1)
         # eye bags and jowl shading
         for s in (-1, 1):
             cv.ellipse(_CX + s * _EYE_DX, _EYE_Y + 0.036, erx * 0.95, 0.014, fill=(60, 30, 40, int(60 * amt)))
@@ -602,7 +622,7 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
     # --- beard
     if a["Beard"]:
         bc = _mul(hair, 0.8) if hair_name != "Gray_Hair" else _mul(hair, 0.95)
-        cv.polygon(beard_poly, fill=(*bc, 235))
+        cv.polygon(beard_poly, fill=(*bc, 205))
         cv.polygon([(_CX + (x - _CX) * 0.97, y + 0.006) for x, y in beard_poly], fill=(*_mul(bc, 0.85), 120))
 
     # --- mouth
@@ -627,8 +647,8 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
         lower = _arc(mx, my - 0.002, mw * 0.95, 0.022, 0, 180, 14)
         cv.polygon(upper, fill=_mul(p.lip, 0.92))
         cv.polygon(lower, fill=p.lip)
-        cv.line([(mx - mw, my), (mx - mw * 0.4, my + 0.003), (mx + mw * 0.4, my + 0.003), (mx + mw, my)], 0.007,
-                fill=_mul(p.lip, 0.45))
+        cv.line([(mx - mw, my), (mx - mw * 0.4, my + 0.003), (mx + mw * 0.4, my + 0.003), (mx + mw, my)], 0.009,
+                fill=_mul(p.lip, 0.3))
         cv.ellipse(mx, my + 0.014, mw * 0.45, 0.006, fill=(255, 255, 255, 30))
     cv.ellipse(mx, my + 0.04, mw * 0.6, 0.01, fill=(0, 0, 0, 20))
 
@@ -658,20 +678,20 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
     # --- glasses (on top)
     if a["Eyeglasses"]:
         for pts in glasses["lens"]:
-            cv.polygon(pts, fill=(*p.lens_tint, 60))
+            cv.polygon(pts, fill=(*p.lens_tint, 45))
             x0 = min(x for x, _ in pts)
             x1 = max(x for x, _ in pts)
             y0 = min(y for _, y in pts)
             cv.line([(x0 + (x1 - x0) * 0.25, y0 + 0.02), (x0 + (x1 - x0) * 0.45, y0 + 0.006)], 0.008,
-                    fill=(255, 255, 255, 150))
+                    fill=(255, 255, 255, 100))
         for pts, w in glasses["lines"]:
-            cv.line(pts, w, fill=p.frame)
+            cv.line(pts, w, fill=p.frame, min_px=1.4)
 
 
 def _beard_polygon(p: FaceParams, outline, k) -> list[tuple[float, float]]:
     mx, my, mw = _MOUTH_X, _MOUTH_Y, p.mouth_w
     chin = k["chin"]
-    nb = _NOSE_Y
+    nb = _NOSE_DRAW_Y
     mous = [(mx + mw + 0.012, my + 0.004), (mx + mw * 0.6, nb + 0.02), (mx, nb + 0.014), (mx - mw * 0.6, nb + 0.02),
             (mx - mw - 0.012, my + 0.004)]
     if p.beard_style == 1:  # goatee + moustache
@@ -703,7 +723,7 @@ def _age_lines(p: FaceParams, outline, k) -> list[tuple[list[tuple[float, float]
         out.append((_arc(_CX, y + 0.03, half, 0.03, 200, 340, 10), w * 0.9))
     # nasolabial folds
     for s in (-1, 1):
-        out.append(([(_CX + s * p.nose_w * 1.05, _NOSE_Y - 0.012), (_CX + s * (mw + 0.01), my - 0.03),
+        out.append(([(_CX + s * p.nose_w * 1.05, _NOSE_DRAW_Y - 0.012), (_CX + s * (mw + 0.01), my - 0.03),
                      (_CX + s * (mw + 0.022), my + 0.005), (_CX + s * (mw + 0.026), my + 0.035)], w * 1.1))
         # eye bags
         ex = _CX + s * _EYE_DX
@@ -785,28 +805,18 @@ def _background(p: FaceParams, size: int, rng: np.random.Generator) -> np.ndarra
 
 
 # ------------------------------------------------------------------------------------ rendering
-def render_face(
-    params: FaceParams, attributes: Mapping[str, int], size: int = 64, supersample: int | None = None
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Render one face: ``(image uint8 (size, size, 3) RGB, masks {name: bool (size, size)})``.
+def _render_layers(
+    params: FaceParams, attributes: Mapping[str, int], size: int, supersample: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Person layer: (premultiplied colour float32 (size, size, 3) in 0..255, coverage (size, size, 7)).
 
-    Pure function of ``params`` and ``attributes`` (same inputs give the same bytes). The
-    masks (:data:`MASK_NAMES`) mark where each attribute is drawn *or would be drawn*, so they are
-    the same for every attribute setting of the same params; ``face`` is the visible skin of the
-    face and ears, ``background`` the pixels not covered by the person.
-
-    >>> p = sample_params(np.random.default_rng(3))
-    >>> a = sample_attributes(np.random.default_rng(3))
-    >>> (render_face(p, a, 32)[0] == render_face(p, a, 32)[0]).all()
-    True
+    Coverage channels: alpha (person), hair, face, beard, mouth, eyeglasses, age (0..1).
     """
-    if isinstance(params, Mapping):
-        params = FaceParams(**params)
     if supersample is None:
         supersample = 4 if size <= 128 else (3 if size <= 256 else 2)
     k = supersample
     side = size * k
-    cv = _Canvas(side, _pose_matrix(params))
+    cv = _Canvas(side, _pose_matrix(params), k)
     _draw_person(cv, params, attributes)
 
     # box-filter downscale (anti-aliasing); colour is premultiplied by the person's coverage
@@ -816,29 +826,28 @@ def render_face(
     mk = np.concatenate([np.asarray(packs[0]), np.asarray(packs[1]),
                          np.asarray(cv.masks["age"].reduce(k))[..., None]], axis=2)
     mk = mk.astype(np.float32) / 255.0
-    alpha = mk[..., 0:1]
-
-    rng = np.random.default_rng(params.seed)
-    bg = _background(params, size, rng)
-    img = rgb + bg * (1 - alpha)
 
     # hair strand texture and beard stubble (inside their regions, same for every attribute value)
+    rng = np.random.default_rng([params.seed, 1])
     streak = rng.normal(0, 1, (size + 8, size)).astype(np.float32)
     streak = np.cumsum(streak, axis=0)
     streak = (streak[8:] - streak[:-8]) / math.sqrt(8)
-    hair_m = mk[..., 1]
-    img *= (1 + 0.07 * streak * hair_m)[..., None]
-    speck = rng.normal(0, 1, (size, size)).astype(np.float32)
+    rgb *= (1 + 0.07 * streak * mk[..., 1])[..., None]
     if attributes["Beard"]:
-        img *= (1 + 0.1 * speck * mk[..., 3])[..., None]
+        speck = rng.normal(0, 1, (size, size)).astype(np.float32)
+        rgb *= (1 + 0.1 * speck * mk[..., 3])[..., None]
+    return rgb, mk
 
-    # lighting gradient and sensor noise (whole image)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+
+def _lighting(params: FaceParams, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy /= max(h - 1, 1)
+    xx /= max(w - 1, 1)
     g = (xx - 0.5) * math.cos(params.light_angle) + (yy - 0.5) * math.sin(params.light_angle)
-    img *= (1 + 2 * params.light_strength * g)[..., None]
-    img += rng.normal(0, params.noise, img.shape).astype(np.float32)
-    out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return 1 + 2 * params.light_strength * g
 
+
+def _masks_from_coverage(mk: np.ndarray) -> dict[str, np.ndarray]:
     thr = 0.15
     masks = {
         "hair": mk[..., 1] > thr,
@@ -849,7 +858,36 @@ def render_face(
         "age": mk[..., 6] > thr,
         "background": mk[..., 0] < 0.5,
     }
-    return out, {n: masks[n] for n in MASK_NAMES}
+    return {n: masks[n] for n in MASK_NAMES}
+
+
+def render_face(
+    params: FaceParams, attributes: Mapping[str, int], size: int = 64, supersample: int | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render one face: ``(image uint8 (size, size, 3) RGB, masks {name: bool (size, size)})``.
+
+    Pure function of ``params`` and ``attributes`` (same inputs give the same bytes). The
+    masks (:data:`MASK_NAMES`) mark where each attribute is drawn *or would be drawn*, so they are
+    the same for every attribute setting of the same params; ``face`` is the visible skin of the
+    face and ears, ``background`` the pixels not covered by the person. ``supersample`` (default
+    4 up to 128 px, 3 up to 256, else 2) is the anti-aliasing factor.
+
+    >>> p = sample_params(np.random.default_rng(3))
+    >>> a = sample_attributes(np.random.default_rng(3))
+    >>> (render_face(p, a, 32)[0] == render_face(p, a, 32)[0]).all()
+    True
+    """
+    if isinstance(params, Mapping):
+        params = FaceParams(**params)
+    rgb, mk = _render_layers(params, attributes, size, supersample)
+    alpha = mk[..., 0:1]
+    bg = _background(params, size, np.random.default_rng([params.seed, 2]))
+    img = rgb + bg * (1 - alpha)
+    # lighting gradient and sensor noise (whole image)
+    img *= _lighting(params, size, size)[..., None]
+    img += np.random.default_rng([params.seed, 3]).normal(0, params.noise, img.shape).astype(np.float32)
+    out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return out, _masks_from_coverage(mk)
 
 
 #: factor -> masks inside which a change of that factor may alter pixels
@@ -906,6 +944,10 @@ def _erode(m: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dilate(m: np.ndarray) -> np.ndarray:
+    return ~_erode(~m)
+
+
 def _frac(x: np.ndarray) -> float:
     return float(np.mean(x)) if x.size else 0.0
 
@@ -957,10 +999,14 @@ def _features(im: np.ndarray, m: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
         rows = np.nonzero((dev > 0.5) & mo)[0]
         mrows = np.nonzero(mo.any(1))[0]
         extent = (rows.max() - rows.min() + 1) / max(1, len(mrows)) if rows.size else 0.0
-        f_smile = [_frac(dev[mo] > 0.35), _frac((pl > max(scale * 1.05, 140)) & (sat < 70)),
-                   _frac(pl < scale * 0.45), extent]
+        beard_col = hrgb * 0.85
+        far = np.abs(px - beard_col).sum(1) > 60
+        teeth = (pl > max(scale * 1.05, 140)) & (sat < 70)
+        red_dark = (pl < max(scale * 0.6, 40)) & (px[:, 0] > 1.5 * px[:, 1] + 8)
+        f_smile = [_frac(dev[mo] > 0.35), _frac(teeth), _frac(pl < scale * 0.45), extent,
+                   _frac(teeth & far), _frac(red_dark), math.sqrt(_frac(teeth & far) * _frac(red_dark))]
     else:
-        f_smile = [0.0] * 4
+        f_smile = [0.0] * 7
 
     b = m["beard"] & ~m["mouth"]
     if b.sum() >= 2:
@@ -977,9 +1023,9 @@ def _features(im: np.ndarray, m: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 def _age_features(feat: dict[str, Any], m: Mapping[str, np.ndarray], glasses: bool, beard: bool) -> np.ndarray:
     ag = m["age"] & ~m["hair"] & ~m["mouth"]
     if glasses:
-        ag &= ~m["eyeglasses"]
+        ag &= ~_dilate(m["eyeglasses"])
     if beard:
-        ag &= ~m["beard"]
+        ag &= ~_dilate(m["beard"])
     dark = feat["_dark"][ag]
     if dark.size < 3:
         return np.zeros(3, np.float32)
@@ -993,13 +1039,13 @@ def _logit(x: np.ndarray, wb: tuple[Sequence[float], float]) -> float:
 
 # Calibrated on clean renders of this generator version (seeded, see docs/synth.md): a
 # multinomial linear model on the hair colour measures and one linear score per binary attribute.
-_HAIR_W = np.array([[-5.163, -14.318, -10.844, -3.8832], [4.0772, 1.8956, 111.61, 2.3147], [-1.9146, 12.749, 12.788, 3.042], [0.62974, 21.664, -87.126, 4.575], [2.3707, -21.99, -26.424, -6.0485]], np.float32)
-_HAIR_B = np.array([34.924, -56.597, 0.2763, 11.086, 10.311], np.float32)
+_HAIR_W = np.array([[-5.1757, -14.311, -11.123, -3.8873], [4.0984, 1.8609, 111.66, 2.3131], [-1.9209, 12.774, 13.008, 3.0514], [0.6285, 21.683, -87.06, 4.5793], [2.3696, -22.008, -26.483, -6.0564]], np.float32)
+_HAIR_B = np.array([35.071, -56.708, 0.21902, 11.068, 10.349], np.float32)
 _LIN: dict[str, tuple[Sequence[float], float]] = {
-    "glasses": ((8.297, 2.2212, 24.371, -8.3851, -6.4607), -4.5959),
-    "smile": ((0.79274, 12.619, 0.90764, 0.10383), -1.9893),
-    "beard": ((10.921, 3.781, -14.873, 4.263), -5.8902),
-    "age": ((26.697, 31.623, -74.012), -4.2458),
+    "glasses": ((13.067, 3.3411, 16.915, -28.488, -0.12651), -2.5567),
+    "smile": ((2.5139, -5.2704, 2.8632, 0.90855, -13.849, -20.679, 72.56), -3.9005),
+    "beard": ((11.564, 4.0953, -19.123, 5.1571), -5.6875),
+    "age": ((24.787, 39.796, -86.692), -4.6492),
 }
 
 
@@ -1224,5 +1270,173 @@ def generate_dataset(
     return {"images": n, "pairs": n if pairs else 0, "seconds": seconds, "out_dir": str(root)}
 
 
-def compose_scene(*args: Any, **kwargs: Any):  # placeholder replaced below
-    raise NotImplementedError
+# --------------------------------------------------------------------------------------- scenes
+def _scene_background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A plausible backdrop: a room (wall, window, frames, floor) or outdoors (sky, trees, ground)."""
+    import colorsys
+
+    def col(h, s, v):
+        r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
+        return (int(r * 255), int(g * 255), int(b * 255))
+
+    im = Image.new("RGB", (width, height))
+    d = ImageDraw.Draw(im, "RGBA")
+    W, H = width, height
+    if rng.uniform() < 0.6:  # room
+        wall = (rng.uniform(0, 1), rng.uniform(0.05, 0.4), rng.uniform(0.55, 0.92))
+        for y in range(0, H, 4):
+            d.rectangle([0, y, W, y + 4], fill=col(wall[0], wall[1], wall[2] * (0.85 + 0.15 * y / H)))
+        floor_y = int(H * rng.uniform(0.65, 0.85))
+        d.rectangle([0, floor_y, W, H], fill=col(rng.uniform(0.05, 0.12), rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.6)))
+        for x in range(0, W, int(rng.uniform(30, 60))):  # floor boards
+            d.line([(x, floor_y), (x - 40, H)], fill=(0, 0, 0, 30), width=2)
+        if rng.uniform() < 0.8:  # window
+            wx, wy = rng.uniform(0.05, 0.6) * W, rng.uniform(0.05, 0.2) * H
+            ww, wh = rng.uniform(0.2, 0.35) * W, rng.uniform(0.3, 0.45) * H
+            d.rectangle([wx - 6, wy - 6, wx + ww + 6, wy + wh + 6], fill=(235, 235, 230))
+            for i in range(int(wh)):
+                d.line([(wx, wy + i), (wx + ww, wy + i)], fill=col(0.58, 0.45 - 0.3 * i / wh, 0.95))
+            d.line([(wx + ww / 2, wy), (wx + ww / 2, wy + wh)], fill=(235, 235, 230), width=5)
+            d.line([(wx, wy + wh / 2), (wx + ww, wy + wh / 2)], fill=(235, 235, 230), width=5)
+        for _ in range(int(rng.integers(1, 4))):  # picture frames, shelves
+            fx, fy = rng.uniform(0, 0.9) * W, rng.uniform(0.05, 0.5) * H
+            fw, fh = rng.uniform(0.06, 0.18) * W, rng.uniform(0.06, 0.2) * H
+            d.rectangle([fx, fy, fx + fw, fy + fh], fill=col(rng.uniform(0, 1), 0.4, 0.3))
+            d.rectangle([fx + 5, fy + 5, fx + fw - 5, fy + fh - 5],
+                        fill=col(rng.uniform(0, 1), rng.uniform(0.2, 0.7), rng.uniform(0.4, 0.9)))
+        if rng.uniform() < 0.6:  # sofa / table
+            sx = rng.uniform(-0.1, 0.5) * W
+            d.rounded_rectangle([sx, floor_y - 0.18 * H, sx + 0.6 * W, floor_y + 0.08 * H], radius=18,
+                                fill=col(rng.uniform(0, 1), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)))
+    else:  # outdoors
+        sky_h = rng.uniform(0.5, 0.7) * H
+        for y in range(0, int(sky_h) + 4, 4):
+            d.rectangle([0, y, W, y + 4], fill=col(0.58, 0.55 - 0.35 * y / sky_h, 0.75 + 0.2 * y / sky_h))
+        d.rectangle([0, sky_h, W, H], fill=col(rng.uniform(0.22, 0.33), rng.uniform(0.4, 0.7), rng.uniform(0.35, 0.6)))
+        for _ in range(int(rng.integers(4, 10))):  # trees and bushes
+            tx, r = rng.uniform(0, 1) * W, rng.uniform(0.06, 0.16) * W
+            ty = sky_h - rng.uniform(0.0, 0.15) * H
+            d.rectangle([tx - r * 0.12, ty, tx + r * 0.12, ty + r * 1.2], fill=col(0.08, 0.5, 0.3))
+            d.ellipse([tx - r, ty - r * 1.4, tx + r, ty + r * 0.4],
+                      fill=col(rng.uniform(0.22, 0.38), rng.uniform(0.4, 0.8), rng.uniform(0.25, 0.55)))
+        if rng.uniform() < 0.5:  # path
+            d.polygon([(W * 0.45, sky_h), (W * 0.55, sky_h), (W * 0.9, H), (W * 0.1, H)], fill=(170, 160, 140))
+    from PIL import ImageFilter
+
+    return im.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(1.0, 3.0))))
+
+
+def compose_scene(
+    rng: np.random.Generator, n_faces: int, width: int = 640, height: int = 480,
+    face_px: tuple[float, float] = (100.0, 300.0), noise: float | None = None, max_roll: float = 6.0,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """A photo-like scene with ``n_faces`` rendered faces: ``(image uint8 (height, width, 3), faces)``.
+
+    Faces are rendered at a face width in ``face_px`` (pixels, ear to ear), with their hair and
+    shoulders, onto a room or outdoor backdrop, side by side without overlapping (fewer faces are
+    placed if they do not fit), rolled by at most ``max_roll`` degrees. Each record: ``box`` ``[x0, y0, x1, y1]`` of the face (brows to
+    chin, cheek to cheek, pixels), ``landmarks`` ``{left_eye, right_eye, nose, mouth: [x, y]}``
+    (scene pixels), ``attributes``, ``crop_size`` and ``crop_origin`` (the square crop in CelebA
+    geometry that the face was rendered in, so ``crop_origin + face_landmarks(params, crop_size)``
+    are the landmarks), and ``params`` (a dict for ``FaceParams(**params)``).
+
+    >>> img, faces = compose_scene(np.random.default_rng(0), 2, 320, 240, face_px=(60, 90))
+    >>> img.shape, len(faces) <= 2
+    ((240, 320, 3), True)
+    """
+    W, H = int(width), int(height)
+    scene = np.asarray(_scene_background(rng, W, H), np.float32).copy()
+    placed: list[tuple[float, float]] = []  # (x0, x1) of each person's head incl. hair
+    faces: list[dict[str, Any]] = []
+    for _ in range(int(n_faces)):
+        for _attempt in range(30):
+            fpx = float(rng.uniform(*face_px))
+            params = sample_params(rng)
+            params = replace(params, roll=round(float(rng.uniform(-1, 1)) * max_roll, 3))
+            attrs = sample_attributes(rng)
+            face_frac = 2 * (params.face_w + 0.02) * params.scale
+            crop = int(round(fpx / face_frac))
+            head = crop * 2 * (params.face_w + 0.09)  # head with hair, generous
+            cx = float(rng.uniform(head / 2, max(head / 2 + 1, W - head / 2)))
+            if any(not (cx + head / 2 <= a0 or cx - head / 2 >= a1) for a0, a1 in placed):
+                continue
+            lo = max(-0.2 * crop, H - 1.0 * crop - 0.35 * H)  # hair top may leave the frame
+            hi = H - 0.93 * crop  # chin and some neck stay inside
+            if hi < lo:
+                continue
+            y0 = float(rng.uniform(lo, hi))
+            break
+        else:
+            break
+        x0 = int(round(cx - crop / 2))
+        y0i = int(round(y0))
+        rgb, mk = _render_layers(params, attrs, crop, None)
+        rgb *= _lighting(params, crop, crop)[..., None]
+        # extend the torso (last row of the layer) down to the bottom of the scene
+        extra = max(0, H - (y0i + crop))
+        if extra:
+            rgb = np.concatenate([rgb, np.repeat(rgb[-1:], extra, axis=0)], axis=0)
+            mk = np.concatenate([mk, np.repeat(mk[-1:] * np.array([1, 0, 0, 0, 0, 0, 0], np.float32), extra, axis=0)])
+        alpha = mk[..., 0]
+        # paste the person layer (premultiplied) with clipping to the scene
+        sx0, sy0 = max(0, x0), max(0, y0i)
+        sx1, sy1 = min(W, x0 + crop), min(H, y0i + rgb.shape[0])
+        if sx1 <= sx0 or sy1 <= sy0:
+            continue
+        cs = (slice(sy0 - y0i, sy1 - y0i), slice(sx0 - x0, sx1 - x0))
+        a = alpha[cs][..., None]
+        scene[sy0:sy1, sx0:sx1] = rgb[cs] + scene[sy0:sy1, sx0:sx1] * (1 - a)
+        placed.append((cx - head / 2, cx + head / 2))
+        lm = {k: [v[0] + x0, v[1] + y0i] for k, v in face_landmarks(params, crop).items()}
+        fm = mk[..., 2] > 0.5
+        ys, xs = np.nonzero(fm)
+        eye_y = (lm["left_eye"][1] + lm["right_eye"][1]) / 2
+        ie = math.hypot(lm["right_eye"][0] - lm["left_eye"][0], lm["right_eye"][1] - lm["left_eye"][1])
+        box = [float(xs.min() + x0), float(eye_y - 0.45 * ie), float(xs.max() + x0 + 1), float(ys.max() + y0i + 1)]
+        faces.append({
+            "box": [round(v, 2) for v in box],
+            "landmarks": {k: [round(v[0], 3), round(v[1], 3)] for k, v in lm.items()},
+            "attributes": dict(attrs),
+            "crop_size": crop,
+            "crop_origin": [x0, y0i],
+            "params": asdict(params),
+        })
+    sigma = float(rng.uniform(1.0, 4.0)) if noise is None else float(noise)
+    scene += rng.normal(0, sigma, scene.shape).astype(np.float32)
+    return np.clip(scene + 0.5, 0, 255).astype(np.uint8), faces
+
+
+def generate_scenes(
+    out_dir: str | Path, k: int, seed: int = 0, width: int = 640, height: int = 480,
+    faces: tuple[int, int] = (1, 3), face_px: tuple[float, float] = (100.0, 300.0),
+    on_item: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Write ``k`` scene photos ``scenes/000000.png`` and ``scenes.json`` (face boxes, landmarks,
+    attributes per image) to ``out_dir``; return a summary ``{images, faces, seconds}``.
+
+    Scene ``i`` depends only on ``(seed, i)``; finished images are skipped on a rerun.
+    """
+    import time
+
+    root = Path(out_dir)
+    (root / "scenes").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    records = []
+    n_faces = 0
+    for i in range(int(k)):
+        rng = np.random.default_rng([int(seed), i, 0x5CE7E])
+        img, recs = compose_scene(rng, int(rng.integers(faces[0], faces[1] + 1)), width, height, face_px)
+        name = f"scenes/{i:06d}.png"
+        path = root / name
+        if not path.exists():
+            _atomic_write_bytes(path, _png_bytes(img))
+        for r in recs:
+            r.pop("params", None)
+        records.append({"file": name, "width": int(width), "height": int(height), "faces": recs})
+        n_faces += len(recs)
+        if on_item:
+            on_item(i + 1)
+    meta = {"format": "starcli-synth-scenes/1", "generator_version": GENERATOR_VERSION, "seed": int(seed),
+            "attributes": list(ATTRIBUTES), "groups": GROUPS, "images": records}
+    _atomic_write_text(root / "scenes.json", json.dumps(meta, indent=1) + "\n")
+    return {"images": int(k), "faces": n_faces, "seconds": time.perf_counter() - t0, "out_dir": str(root)}
