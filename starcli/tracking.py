@@ -60,7 +60,7 @@ class TrackerConfig:
 
     smooth: bool = True
     min_cutoff: float = 0.5
-    beta: float = 2.0
+    beta: float = 20.0
     d_cutoff: float = 1.0
     max_missed: int = 2
     iou_threshold: float = 0.3
