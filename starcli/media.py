@@ -295,7 +295,7 @@ def _decode_opened(path: Path, im) -> Decoded:
         except Exception:
             info.jpeg_subsampling = None
     elif fmt == "WEBP":
-        info.webp_lossless = bool(getattr(im, "_webp_lossless", False)) or "VP8L" in str(im.info.get("webp_format", ""))
+        info.webp_lossless = _webp_is_lossless(path)
     elif fmt == "TIFF":
         info.tiff_compression = im.info.get("compression")
     exif_bytes = exif.tobytes() if len(exif) else None
@@ -352,6 +352,26 @@ def _decode_opened(path: Path, im) -> Decoded:
         info.mode = "RGB"
     info.has_alpha = alpha is not None
     return Decoded(np.ascontiguousarray(pixels), alpha, info, native)
+
+
+def _webp_is_lossless(path: Path) -> bool:
+    """True when the WebP file's image chunk is ``VP8L`` (lossless)."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return False
+        for _ in range(64):  # walk the chunks until the image data
+            hdr = fh.read(8)
+            if len(hdr) < 8:
+                return False
+            fourcc, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+            if fourcc in (b"VP8L", b"VP8 "):
+                return fourcc == b"VP8L"
+            if fourcc == b"ANMF":
+                fh.seek(16, 1)  # frame header; the frame's image chunk follows
+                continue
+            fh.seek(size + (size & 1), 1)
+    return False
 
 
 def _reset_orientation(exif_bytes: bytes | None) -> bytes | None:

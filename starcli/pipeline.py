@@ -262,6 +262,17 @@ class Pipeline:
             backend = make_backend(tcfg.backend, self.model, section)
         self.backend = backend
         self.translator = FaceTranslator(self.model, backend, self.edits, tcfg.source or "auto")
+        self.critic_seconds = 0.0  # time spent estimating source attributes (in translate)
+        estimate = self.translator.source_labels
+
+        def timed_source_labels(crops: torch.Tensor) -> torch.Tensor:
+            t0 = time.perf_counter()
+            try:
+                return estimate(crops)
+            finally:
+                self.critic_seconds += time.perf_counter() - t0
+
+        self.translator.source_labels = timed_source_labels  # type: ignore[method-assign]
         self.crop_size = int(self.spec.image_size)
         self.template = dict(self.spec.template.points)
         self._detector = detector
@@ -565,6 +576,12 @@ class _PhotoJob:
     error: str | None = None
 
 
+def _one_torch_thread() -> None:
+    """Worker threads run their torch ops single-threaded (with OpenMP the setting is per
+    thread), so they do not oversubscribe the cores the generator's intra-op pool uses."""
+    torch.set_num_threads(1)
+
+
 class _Timers:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -761,8 +778,8 @@ class _Runner:
                 results[res.index] = res
             self.emit(Event("file", result=res))
 
-        readers = ThreadPoolExecutor(workers, thread_name_prefix="starcli-read")
-        writers = ThreadPoolExecutor(workers, thread_name_prefix="starcli-write")
+        readers = ThreadPoolExecutor(workers, thread_name_prefix="starcli-read", initializer=_one_torch_thread)
+        writers = ThreadPoolExecutor(workers, thread_name_prefix="starcli-write", initializer=_one_torch_thread)
 
         def write_done(job: _PhotoJob) -> None:
             try:
@@ -786,6 +803,7 @@ class _Runner:
                 ready.put(_DONE)
 
         def aligner() -> None:
+            _one_torch_thread()
             try:
                 done = False
                 while not done:
@@ -854,6 +872,7 @@ class _Runner:
                     break
                 ok = [j for j in group if j.error is None]
                 t0 = time.perf_counter()
+                critic0 = self.p.critic_seconds
                 try:
                     n = self.p.translate([j.frame for j in ok])
                 except Exception as exc:
@@ -862,6 +881,7 @@ class _Runner:
                         j.error = "translate: " + _reason_for(exc, j.item)
                 dt = time.perf_counter() - t0
                 self.t.add("translate", dt)
+                self.t.add("translate.critic", self.p.critic_seconds - critic0)
                 total = sum(max(1, len(j.frame.crops)) for j in ok if j.frame is not None and j.frame.crops is not None) or 1
                 for j in ok:
                     if j.frame is not None and j.frame.crops is not None:
@@ -876,6 +896,16 @@ class _Runner:
             self.stop.set()
             raise
         finally:
+            # on interrupt: drain the batch queue so the aligner can finish; nothing half-written
+            # is possible (every output is renamed into place only when complete)
+            while threads[1].is_alive():
+                try:
+                    group = batches.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if group is not _DONE:
+                    for _ in group:
+                        in_slots.release()
             for th in threads:
                 th.join()
             writers.shutdown(wait=True)

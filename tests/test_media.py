@@ -171,3 +171,28 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     media.atomic_write_bytes(target, b"data")
     assert target.read_bytes() == b"data" and sorted(p.name for p in tmp_path.iterdir()) == ["y.png"]
     assert media.is_temp_name("y.png.tmp-123-4") and not media.is_temp_name("y.png")
+
+
+@pytest.mark.parametrize("name, kwargs, lossless", [
+    ("a.webp", {"lossless": True}, True), ("b.webp", {"quality": 90}, False), ("c.bmp", {}, True),
+    ("d.tif", {"compression": "tiff_deflate"}, True),
+])
+def test_other_formats_round_trip(tmp_path, name, kwargs, lossless):
+    src = Image.open(DATA / "astronaut.png").convert("RGB").resize((96, 96))
+    src.save(tmp_path / name, **kwargs)
+    dec = media.decode_image(tmp_path / name)
+    out = _reopen(media.encode_image(dec))
+    assert out.format == dec.info.format and out.size == (96, 96)
+    if lossless:
+        assert np.array_equal(np.asarray(out.convert("RGB")), dec.pixels)
+    if name.endswith(".tif"):
+        assert out.info.get("compression") in ("tiff_deflate", "tiff_adobe_deflate")
+
+
+def test_gray16_tiff_keeps_depth(tmp_path):
+    g = (np.arange(32 * 24, dtype=np.uint32).reshape(24, 32) * 80).astype(np.uint16)
+    Image.fromarray(g).save(tmp_path / "g.tif")
+    dec = media.decode_image(tmp_path / "g.tif")
+    assert dec.info.bits == 16 and dec.info.format == "TIFF"
+    out = _reopen(media.encode_image(dec))
+    assert out.mode.startswith("I;16") and np.array_equal(np.asarray(out), g)

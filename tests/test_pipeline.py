@@ -135,3 +135,22 @@ def test_config_precedence_and_errors(tmp_path, monkeypatch):
         (tmp_path / "bad.toml").write_text(text)
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config(tmp_path / "bad.toml")
+
+
+def test_interrupt_stops_cleanly_without_partial_files(tmp_path, tiny_model_dir):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        shutil.copy(DATA / "fairface_0002.jpg", src / f"p{i}.jpg")
+
+    def on_event(ev):
+        if ev.kind == "batch":
+            raise KeyboardInterrupt
+
+    cfg = _cfg(tiny_model_dir, **{"run.batch_size": 1, "run.queue_size": 2})
+    with pytest.raises(KeyboardInterrupt):
+        process_paths([src], tmp_path / "out", cfg, on_event=on_event)
+    left = [p.name for p in (tmp_path / "out").rglob("*")] if (tmp_path / "out").exists() else []
+    assert all(n.endswith(".jpg") and ".tmp-" not in n for n in left)
+    for name in left:
+        assert Image.open(tmp_path / "out" / name).size == (448, 448)  # complete files only
