@@ -113,7 +113,7 @@ class VideoConfig:
     strict: bool = True             #: fail on corrupt data the decoder would conceal
     smooth: bool = True             #: smooth landmarks along each face track (one-euro filter)
     min_cutoff: float = 0.5         #: one-euro cutoff of a still face (Hz); lower = smoother
-    beta: float = 2.0               #: one-euro speed coefficient (per face size / s); higher = less lag
+    beta: float = 20.0              #: one-euro speed coefficient (per face size / s); higher = less lag
     d_cutoff: float = 1.0           #: one-euro cutoff of the speed estimate (Hz)
     max_missed: int = 2             #: frames a track is bridged without a detection
     iou_threshold: float = 0.3      #: box IoU to continue a track

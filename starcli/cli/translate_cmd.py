@@ -35,25 +35,30 @@ def _usage_error(message: str) -> typer.Exit:
 def translate_command(
     inputs: Annotated[list[str], typer.Argument(help="Photos, folders (recursive) or globs ('photos/**/*.jpg'). Videos go to the video pipeline.", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder; the input tree is mirrored under it.", show_default=False)],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="One edit: hair=black, male, no-young; repeat or comma-separate. [translate.set]")] = None,
-    edit: Annotated[Optional[list[str]], typer.Option("--edit", "-e", help="Several edits, one per flag ('hair=black,male' --edit young): one output folder each. [translate.edits]")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name or path (default: the embedded model). [translate.model]")] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", help="Generator backend: auto, cpu, cuda, onnx, openvino... [translate.backend]")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the backend's). [translate.precision]")] = None,
-    source: Annotated[Optional[str], typer.Option("--source", help="Source attributes instead of the critic's estimate, e.g. 'hair=brown,male'. [translate.source]")] = None,
-    detector: Annotated[Optional[str], typer.Option("--detector", help="Face detector plugin. [detect.detector]")] = None,
-    upsample: Annotated[Optional[int], typer.Option("--upsample", help="Detector upsampling (0-3; 1 finds ~40 px faces). [detect.upsample]")] = None,
-    min_face: Annotated[Optional[float], typer.Option("--min-face", help="Ignore faces smaller than this many pixels. [detect.min_face_size]")] = None,
-    largest_only: Annotated[Optional[bool], typer.Option("--largest-only/--all-faces", help="Edit only the largest face of each photo. [detect.largest_only]")] = None,
-    overwrite: Annotated[Optional[bool], typer.Option("--overwrite/--skip-existing", help="Replace existing outputs, or skip them (default: skip, so a re-run resumes). [run.overwrite]")] = None,
-    no_face: Annotated[Optional[str], typer.Option("--no-face", help="Photos without a face: fail, copy (write unchanged) or skip. [run.no_face]")] = None,
-    grid: Annotated[Optional[bool], typer.Option("--grid/--no-grid", help="Also write <name>.grid.<ext>: original | each edit. [run.grid]")] = None,
-    crops: Annotated[Optional[bool], typer.Option("--crops/--no-crops", help="Also write aligned and translated crops to <name>.crops/. [run.crops]")] = None,
-    aligned: Annotated[Optional[bool], typer.Option("--aligned/--not-aligned", help="Inputs are aligned face crops: no detection, no paste. [run.aligned]")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write a JSON report (faces, boxes, edits, timings per file). [run.report]")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="One edit: hair=black, male, no-young; repeat or comma-separate. \\[translate.set]")] = None,
+    edit: Annotated[Optional[list[str]], typer.Option("--edit", "-e", help="Several edits, one per flag ('hair=black,male' --edit young): one output folder each. \\[translate.edits]")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model name or path (default: the embedded model). \\[translate.model]")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Generator backend: auto, cpu, cuda, onnx, openvino... \\[translate.backend]")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the backend's). \\[translate.precision]")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Source attributes instead of the critic's estimate, e.g. 'hair=brown,male'. \\[translate.source]")] = None,
+    detector: Annotated[Optional[str], typer.Option("--detector", help="Face detector plugin. \\[detect.detector]")] = None,
+    upsample: Annotated[Optional[int], typer.Option("--upsample", help="Detector upsampling (0-3; 1 finds ~40 px faces). \\[detect.upsample]")] = None,
+    min_face: Annotated[Optional[float], typer.Option("--min-face", help="Ignore faces smaller than this many pixels. \\[detect.min_face_size]")] = None,
+    largest_only: Annotated[Optional[bool], typer.Option("--largest-only/--all-faces", help="Edit only the largest face of each photo. \\[detect.largest_only]")] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite/--skip-existing", help="Replace existing outputs, or skip them (default: skip, so a re-run resumes). \\[run.overwrite]")] = None,
+    no_face: Annotated[Optional[str], typer.Option("--no-face", help="Photos without a face: fail, copy (write unchanged) or skip. \\[run.no_face]")] = None,
+    grid: Annotated[Optional[bool], typer.Option("--grid/--no-grid", help="Also write <name>.grid.<ext>: original | each edit. \\[run.grid]")] = None,
+    crops: Annotated[Optional[bool], typer.Option("--crops/--no-crops", help="Also write aligned and translated crops to <name>.crops/. \\[run.crops]")] = None,
+    aligned: Annotated[Optional[bool], typer.Option("--aligned/--not-aligned", help="Inputs are aligned face crops: no detection, no paste. \\[run.aligned]")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a JSON report (faces, boxes, edits, timings per file). \\[run.report]")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done; write nothing.")] = False,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Faces per generator call. [run.batch_size]")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Reader and writer threads each. [run.workers]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Faces per generator call. \\[run.batch_size]")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Reader and writer threads each. \\[run.workers]")] = None,
+    start: Annotated[Optional[float], typer.Option("--start", help="Videos: start of the time range, seconds. \\[video.start]")] = None,
+    end: Annotated[Optional[float], typer.Option("--end", help="Videos: end of the time range, seconds (0: to the end). \\[video.end]")] = None,
+    crf: Annotated[Optional[float], typer.Option("--crf", help="Videos: encoder quality (x264 default 18, vp9 32). \\[video.crf]")] = None,
+    codec: Annotated[Optional[str], typer.Option("--codec", help="Videos: encoder (default per container: libx264, libvpx-vp9, mpeg4, gif). \\[video.codec]")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Videos: x264 preset (default fast) or vp9 deadline. \\[video.preset]")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML config file (default: ./starcli.toml if present).")] = None,
 ) -> None:
     """Translate every face in INPUTS into OUT: [bold]starcli translate photos/ --set hair=black --set male -o out/[/]"""
@@ -69,6 +74,7 @@ def translate_command(
         "run.grid": grid, "run.crops": crops, "run.aligned": aligned,
         "run.report": str(report) if report is not None else None, "run.dry_run": dry_run or None,
         "run.batch_size": batch_size, "run.workers": workers,
+        "video.start": start, "video.end": end, "video.crf": crf, "video.codec": codec, "video.preset": preset,
     }
     if overwrite is False:
         overrides["run.skip_existing"] = True
@@ -97,11 +103,28 @@ def translate_command(
     state = {"faces": 0, "task": None}
 
     def on_event(ev) -> None:
+        if ev.kind == "video" and ev.video is not None:  # frames of the current video: bar, fps, ETA
+            v = ev.video
+            if v.kind == "start":
+                state["vtask"] = progress.add_task(Path(v.path).name, total=v.frames_total or None,
+                                                   completed=v.frames_done, rate="")
+            elif v.kind == "note":
+                err_console.print(f"[yellow]note:[/] {escape(v.path)}: {escape(v.message)}", soft_wrap=True)
+            elif state.get("vtask") is not None:
+                progress.update(state["vtask"], completed=v.frames_done,
+                                rate=f"{v.fps:.1f} fps, {v.faces} faces")
+                if v.kind == "done":
+                    progress.remove_task(state["vtask"])
+                    state["vtask"] = None
+            return
         if ev.kind == "plan":
             state["task"] = progress.add_task("translate", total=ev.total, rate="")
             return
         if ev.kind == "file" and ev.result is not None:
             r = ev.result
+            if r.kind == "video" and state.get("vtask") is not None:
+                progress.remove_task(state["vtask"])
+                state["vtask"] = None
             if r.status == "failed":
                 error_line(r.line)
             elif r.status in ("skipped", "no_face") and not r.reason.startswith("output exists"):
@@ -147,6 +170,11 @@ def _print_summary(result) -> None:
                          ("photos/s", f"{s['photos_per_second']:.2f}"), ("faces/s", f"{s['faces_per_second']:.2f}"),
                          ("seconds", f"{s['seconds']:.2f}")):
         table.add_row(label, str(value))
+    videos = [f for f in result.files if f.kind == "video" and f.status in ("done", "no_face")]
+    for f in videos:  # frames and faces per video
+        v = f.video
+        console.print(f"video {escape(f.input)}: {v.get('frames', 0)} frames, {v.get('faces', 0)} faces "
+                      f"({v.get('tracks', 0)} tracks){'; ' + escape(str(v['note'])) if v.get('note') else ''}", soft_wrap=True)
     console.print(table)
     if result.stage_seconds:
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.stage_seconds.items())
