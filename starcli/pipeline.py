@@ -166,16 +166,18 @@ class RunReport:
             "model": self.model, "backend": self.backend, "detector": self.detector, "edits": self.edits,
             "dry_run": self.dry_run, "summary": self.summary(),
             "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
-            "files": [_result_dict(f) for f in self.files],
+            "files": [_result_dict(f, self.edits) for f in self.files],
         }
 
     def write_json(self, path: str | Path) -> Path:
         return media.atomic_write_bytes(Path(path), (json.dumps(self.to_dict(), indent=1) + "\n").encode())
 
 
-def _result_dict(r: FileResult) -> dict[str, Any]:
+def _result_dict(r: FileResult, edits: Sequence[str] = ()) -> dict[str, Any]:
     d = asdict(r)
     d.pop("index", None)
+    if r.outputs and len(r.outputs) == len(edits):
+        d["edits"] = {label: out for label, out in zip(edits, r.outputs)}
     d["timings"] = {k: round(v, 5) for k, v in r.timings.items()}
     return d
 

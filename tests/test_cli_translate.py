@@ -167,6 +167,7 @@ def test_grid_crops_edits_and_report(tmp_path, tiny_model_dir):
     entry = report["files"][0]
     assert report["edits"] == ["hair=blond", "no-young,male"]
     assert set(entry["faces"][0]) >= {"box", "landmarks", "transform", "source"}
+    assert list(entry["edits"]) == ["hair=blond", "no-young,male"]
     assert {"decode", "detect", "align", "translate", "paste", "encode"} <= set(entry["timings"])
 
 
