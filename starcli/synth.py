@@ -66,6 +66,8 @@ __all__ = [
     "generate_dataset",
     "compose_scene",
     "generate_scenes",
+    "scene_background",
+    "render_person",
     "changed_factors",
     "dataset_item",
 ]
@@ -1324,6 +1326,25 @@ def _scene_background(rng: np.random.Generator, width: int, height: int) -> Imag
     from PIL import ImageFilter
 
     return im.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(1.0, 3.0))))
+
+
+def scene_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A room or outdoor backdrop, ``uint8 (height, width, 3)`` RGB (depends only on ``rng``)."""
+    return np.asarray(_scene_background(rng, int(width), int(height)))
+
+
+def render_person(
+    params: FaceParams, attributes: Mapping[str, int], size: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The person of :func:`render_face` without background, noise or lighting gradient.
+
+    Returns ``(colour float32 (size, size, 3) in 0..255 premultiplied by alpha, alpha float32
+    (size, size) in 0..1, masks)``; composite with ``colour + backdrop * (1 - alpha[..., None])``.
+    """
+    if isinstance(params, Mapping):
+        params = FaceParams(**params)
+    rgb, mk = _render_layers(params, attributes, size, None)
+    return rgb, mk[..., 0].copy(), _masks_from_coverage(mk)
 
 
 def compose_scene(
