@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from starcli import backends, export
+from starcli import backends, export, models
 from starcli.errors import ModelError, PluginError
 from starcli.models import StarganModel, load
 from starcli.spec import ModelSpec
@@ -35,6 +35,18 @@ needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime/onnx not install
 needs_ov = pytest.mark.skipif(not HAS_OV, reason="openvino/onnx not installed (pip install 'starcli[openvino]')")
 needs_bf16 = pytest.mark.skipif(not native_bf16(), reason="CPU has no native bf16")
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+
+
+def _ov_has(capability: str) -> bool:
+    if not HAS_OV:
+        return False
+    from starcli_openvino.backend import cpu_capabilities
+
+    return capability in cpu_capabilities()
+
+
+needs_ov_fp16 = pytest.mark.skipif(not _ov_has("FP16"), reason="OpenVINO CPU without native fp16")
+EMBEDDED = models.EMBEDDED_DIR / models.DEFAULT_MODEL
 
 #: Photos and the face box (left, top, right, bottom) used as crops.  FairFace files are crops
 #: with padding 1.25 around the face: their centre square is the face.
@@ -60,7 +72,10 @@ def face_crops(size: int) -> torch.Tensor:
     return torch.stack(crops)
 
 
-def target_labels(n: int) -> torch.Tensor:
+def target_labels(n: int, c_dim: int = 5) -> torch.Tensor:
+    """``(n, c_dim)`` 0/1 target labels (CelebA-style rows for 5 labels, seeded random otherwise)."""
+    if c_dim != 5:
+        return (torch.rand(n, c_dim, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     rows = torch.tensor([[1, 0, 0, 1, 1], [0, 1, 0, 0, 1], [0, 0, 1, 1, 0], [1, 0, 0, 0, 0], [0, 1, 0, 1, 1]], dtype=torch.float32)
     return rows[torch.arange(n) % len(rows)]
 
@@ -120,6 +135,7 @@ CASES = [
     pytest.param("onnx", {}, 1e-4, id="onnx-fp32", marks=needs_ort),
     pytest.param("openvino", {"precision": "fp32"}, 1e-4, id="openvino-fp32", marks=needs_ov),
     pytest.param("openvino", {"precision": "bf16"}, None, id="openvino-bf16", marks=[needs_ov, needs_bf16]),
+    pytest.param("openvino", {"precision": "fp16"}, None, id="openvino-fp16", marks=[needs_ov, needs_ov_fp16]),
 ]
 
 
@@ -196,6 +212,20 @@ def test_accuracy_bound_on_real_face_crops_official_fixture(golden_model, which,
     labels = target_labels(len(crops))
     ref = fp32_reference(golden_model, crops, labels)
     out = backend_cls(which).from_config(golden_model, options).translate(crops, labels)
+    assert psnr(out, ref) >= 40.0
+    if tol is not None:
+        torch.testing.assert_close(out, ref, rtol=0, atol=tol)
+
+
+@pytest.mark.skipif(not (EMBEDDED / "model.json").is_file(), reason="no embedded trained model in this checkout")
+@pytest.mark.parametrize("which, options, tol", CASES)
+def test_accuracy_bound_on_real_face_crops_trained_model(which, options, tol):
+    """Same bound through the embedded trained model (its output range is a trained one)."""
+    model = load(EMBEDDED, with_discriminator=False)
+    crops = face_crops(model.spec.image_size)
+    labels = target_labels(len(crops), model.generator.config.c_dim)
+    ref = fp32_reference(model, crops, labels)
+    out = backend_cls(which).from_config(model, options).translate(crops, labels)
     assert psnr(out, ref) >= 40.0
     if tol is not None:
         torch.testing.assert_close(out, ref, rtol=0, atol=tol)
