@@ -132,6 +132,8 @@ def main() -> None:
             "augment.enabled": False,
             "loss.lambda_pair": 10.0 if args.pairs else 0.0,
         }
+        if args.threads:
+            base["run.threads"] = args.threads
         if args.image_size < 128 and args.recipe is None:
             base["model.d_repeat_num"] = min(6, args.image_size.bit_length() - 2)
         variants = {

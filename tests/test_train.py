@@ -200,3 +200,21 @@ def test_time_budget_stops_and_checkpoints(dataset, tmp_path):
     cfg = tiny_config(dataset, tmp_path / "budget", optim__iters=50, run__max_minutes=1e-6, log__sample_every=100)
     summary = train(cfg)
     assert summary.step == 1 and summary.checkpoint.name == "step_0000001"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_amp(dataset, tmp_path, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("GPU without bf16")
+    cfg = tiny_config(dataset, tmp_path / "cuda", optim__iters=2, run__device="cuda", run__precision=precision,
+                      loss__lambda_pair=5.0)
+    summary = train(cfg)
+    assert summary.device.startswith("cuda") and summary.precision == precision
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary.losses.values())
+
+
+def test_fp16_needs_cuda(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        train(tiny_config(dataset, tmp_path / "x", optim__iters=1, run__device="cpu", run__precision="fp16"))
