@@ -460,7 +460,42 @@ class VideoOptions:
             raise ConfigError(f"video.fps: must be in [0, 1000], got {self.fps!r}")
 
 
-def encoder_args(ext: str, width: int, height: int, opts: VideoOptions) -> tuple[list[str], bool]:
+_SWS_MATRIX = {"bt709": "bt709", "bt470bg": "bt601", "smpte170m": "smpte170m", "bt2020nc": "bt2020",
+               "bt2020c": "bt2020", "smpte240m": "smpte240m", "fcc": "fcc"}
+
+
+def color_args(colorspace: str) -> tuple[str, list[str]]:
+    """(scale filter, output tags) that encode RGB with the input's YUV matrix and range and tag
+    the output like the input (``colorspace``: :attr:`VideoInfo.colorspace`, e.g.
+    ``"tv,bt709"`` or ``"tv,bt709/bt709/bt709"``).  Untagged input: ``("", [])`` (ffmpeg's
+    BT.601 default both ways, as it decoded).
+
+    >>> color_args("tv,bt709")
+    ('scale=out_color_matrix=bt709:out_range=tv,setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv', ['-colorspace', 'bt709', '-color_primaries', 'bt709', '-color_trc', 'bt709', '-color_range', 'tv'])
+    """
+    parts = [p.strip() for p in colorspace.split(",") if p.strip()]
+    rng = next((p for p in parts if p in ("tv", "pc")), "")
+    names = next((p for p in parts if p not in ("tv", "pc")), "")
+    matrix, primaries, trc = (names.split("/") + ["", ""])[:3] if "/" in names else (names, names, names)
+    if matrix not in _SWS_MATRIX:
+        return "", []
+    flt = f"scale=out_color_matrix={_SWS_MATRIX[matrix]}" + (f":out_range={rng}" if rng else "")
+    tags = ["-colorspace", matrix]
+    if primaries in ("bt709", "bt470bg", "smpte170m", "bt2020", "smpte240m", "bt470m", "film"):
+        tags += ["-color_primaries", primaries]
+    if trc in ("bt709", "smpte170m", "bt2020-10", "bt2020-12", "iec61966-2-1", "gamma22", "gamma28", "linear"):
+        tags += ["-color_trc", trc]
+    if rng:
+        tags += ["-color_range", rng]
+    # frames carry their colour properties to the encoder: set them on the frames too
+    params: list[str] = []
+    for opt, value in zip(tags[0::2], tags[1::2]):
+        params.append({"-colorspace": "colorspace", "-color_primaries": "color_primaries", "-color_trc": "color_trc",
+                       "-color_range": "range"}[opt] + "=" + value)
+    return flt + ",setparams=" + ":".join(params), tags
+
+
+def encoder_args(ext: str, width: int, height: int, opts: VideoOptions, colorspace: str = "") -> tuple[list[str], bool]:
     """ffmpeg output arguments for the video stream of a ``ext`` container, and whether frames
     must be padded to even sizes first (never: odd sizes are encoded natively, see below).
 
@@ -505,6 +540,10 @@ def encoder_args(ext: str, width: int, height: int, opts: VideoOptions) -> tuple
             args += ["-preset", opts.preset]
         if odd and codec not in _ODD_OK_420:
             args += ["-pix_fmt", "yuv444p"]
+    if codec != "gif" and colorspace:
+        flt, tags = color_args(colorspace)
+        if flt:
+            args += ["-vf", flt, *tags]
     return args, False
 
 
@@ -518,12 +557,13 @@ class SegmentWriter:
     """
 
     def __init__(self, workdir: Path, ext: str, width: int, height: int, rate: Fraction, opts: VideoOptions,
-                 segment_frames: int, first_segment: int = 0, on_segment: Callable[[int, int], None] | None = None):
+                 segment_frames: int, first_segment: int = 0, on_segment: Callable[[int, int], None] | None = None,
+                 colorspace: str = ""):
         self.workdir = Path(workdir)
         self.ext = ext
         self.muxer = CONTAINERS[ext][0]
         self.width, self.height, self.rate = width, height, rate
-        self.args, _ = encoder_args(ext, width, height, opts)
+        self.args, _ = encoder_args(ext, width, height, opts, colorspace)
         self.segment_frames = max(1, int(segment_frames))
         self.index = first_segment
         self.on_segment = on_segment
@@ -901,7 +941,7 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
                 _save_state(w, key, seg_faces, seg_frames)
 
     writers = [SegmentWriter(w, ext, info.width, info.height, info.rate, opts, seg_frames, len(done_faces),
-                             on_segment=segment_done if e == len(outs) - 1 else None)
+                             on_segment=segment_done if e == len(outs) - 1 else None, colorspace=info.colorspace)
                for e, w in enumerate(works)]
     enc_error: list[BaseException] = []
     written = [resumed]
