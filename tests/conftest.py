@@ -1,4 +1,4 @@
-"""Shared fixtures: isolated STARCLI_HOME, a tiny StarGAN bundle, test plugins, real photos."""
+"""Shared fixtures: isolated STARCLI_HOME, a tiny StarGAN bundle, test plugins (tests/fakes.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 DATA = Path(__file__).parent / "data"
-FAIRFACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fairface" / "images"
 
 
 @pytest.fixture(autouse=True)
@@ -47,10 +46,3 @@ def test_plugins():
     plugins.unregister(plugins.BACKENDS, "identity")
     plugins.unregister(plugins.DETECTORS, "fake")
 
-
-@pytest.fixture
-def fairface_photos() -> list[Path]:
-    """A few FairFace photos (CC BY 4.0) when the shared data folder exists."""
-    if not FAIRFACE.is_dir():
-        pytest.skip("shared FairFace sample not available")
-    return sorted(FAIRFACE.glob("*.jpg"))[:3]
