@@ -393,3 +393,31 @@ def test_memory_stays_bounded(pipeline, tmp_path):
     clip_mb = 100 * 640 * 360 * 3 / 2**20  # 66 MB decoded
     assert report.frames == 100
     assert growth < 0.5 * clip_mb, f"RSS grew {growth:.0f} MB for a {clip_mb:.0f} MB clip"
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: folders mixing photos and videos, a bad video does not stop the batch
+
+
+def test_cli_translates_a_folder_of_photos_and_videos(tiny_model_dir, bad_inputs, clips, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from starcli.cli import app
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(DATA / "astronaut.png", src / "astronaut.png")
+    shutil.copy(clips["audio"], src / "clip.mp4")
+    shutil.copy(bad_inputs["text"], src / "broken.mp4")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["translate", str(src), "--model", str(tiny_model_dir), "--set", "hair=blond",
+                                   "--backend", "cpu", "-o", str(out), "--start", "0.2", "--end", "0.6", "--crf", "23"],
+                             env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+    assert res.exit_code == 1, res.output  # one file failed, the others were done
+    assert "broken.mp4: not a readable video" in res.output
+    assert "clip.mp4: 10 frames" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "clip.mp4"]
+    info = V.probe(out / "clip.mp4")
+    assert info.frames == 10 and info.has_audio and (info.width, info.height) == SIZE
