@@ -73,6 +73,14 @@ class Face:
         """Side of the square with the box's area (pixels)."""
         return math.sqrt(max(self.width, 0.0) * max(self.height, 0.0))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: box, score, landmarks (lists of floats rounded to 0.01 px)."""
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": {k: [round(float(x), 2), round(float(y), 2)] for k, (x, y) in self.landmarks.items()},
+        }
+
     def scaled(self, sx: float, sy: float) -> Face:
         """The face mapped from an image resized by ``(sx, sy)`` back to the original.
 

@@ -118,6 +118,7 @@ def test_downscale_and_scaled_face_round_trip():
     assert g.box == (20.0, 40.0, 60.0, 80.0)
     assert g.landmarks["nose"] == (39.5, 59.5)  # (p + 0.5) / s - 0.5
     assert downscale_for_detection(img, None)[0] is img
+    assert f.to_dict() == {"box": [10.0, 20.0, 30.0, 40.0], "score": 1.0, "landmarks": {"nose": [19.5, 29.5]}}
 
 
 @pytest.mark.slow
@@ -216,6 +217,15 @@ def test_mtcnn_batch_options_and_config(mtcnn):
         mtcnn_mod.MtcnnDetector(thresholds=[0.5])
     with pytest.raises(ConfigError, match="detect.upsample"):
         mtcnn_mod.MtcnnDetector.from_config({"upsample": 1})
+
+
+@needs_mtcnn
+def test_mtcnn_max_side_maps_back():
+    faces = mtcnn_mod.MtcnnDetector(max_side=300).detect([load("grace_hopper.jpg")])[0]
+    assert len(faces) == 1
+    iod = GRACE["right_eye"][0] - GRACE["left_eye"][0]
+    for k in ("left_eye", "right_eye"):
+        assert close(faces[0].landmarks[k], GRACE[k], 0.12 * iod)
 
 
 def test_mtcnn_availability_names_the_install_command(monkeypatch):
