@@ -200,3 +200,23 @@ def test_batch_helpers_round_trip_over_several_photos():
     assert all(not torch.equal(e, f) for e, f in zip(edited, frames))
     with pytest.raises(InputError, match="float"):
         crop_faces([(frames[0] * 255).byte()], faces[:1], 128)
+
+
+def test_colour_match_keeps_a_hair_colour_change_reaching_the_seam():
+    frame = load("astronaut.png")
+    size = 128
+    M = transforms_for([ASTRONAUT], size)
+    crops = warp_to_crops([frame], M, [0], size)
+    edited = crops.clone()
+    hair = slice(0, int(0.3 * size))  # top 30% of a CelebA crop: hair, partly in the feather band
+    edited[:, 0, hair] += 0.3
+    edited[:, 2, hair] -= 0.2
+    edited = edited.clamp(0, 1)
+    off = colour_offsets(edited, crops)
+    assert float(off.abs().max()) < 0.01  # the band's median ignores a change on a minority of it
+    out = paste_back(frame, edited, M, crops)
+    raw = paste_back(frame, edited, M, crops, colour_match=False)
+    torch.testing.assert_close(out, raw, atol=0.01, rtol=0)
+    inv = torch.linalg.inv(torch.cat([M[0], torch.tensor([[0.0, 0.0, 1.0]])]))
+    cx, cy, _ = (inv @ torch.tensor([63.5, 0.25 * size - 0.5, 1.0])).tolist()
+    assert float(out[0, round(cy), round(cx)] - frame[0, round(cy), round(cx)]) > 0.2
