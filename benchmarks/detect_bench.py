@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from starcli.align import CELEBA_TEMPLATE, estimate_transforms, template_tensor  # noqa: E402
-from starcli.detect import DlibDetector, dlib_model_path  # noqa: E402
+from starcli.align import CELEBA_TEMPLATE, estimate_transforms, template_tensor
+from starcli.detect import DlibDetector, dlib_model_path
 
 FAIRFACE = ROOT.parent / "shared" / "data" / "fairface"
 
@@ -52,7 +52,7 @@ def load_rgb(path: Path) -> np.ndarray:
 def pad(img: np.ndarray, frac: float) -> np.ndarray:
     if frac <= 0:
         return img
-    p = int(round(frac * max(img.shape[:2])))
+    p = round(frac * max(img.shape[:2]))
     return np.pad(img, ((p, p), (p, p), (0, 0)), mode="edge")
 
 
@@ -136,7 +136,7 @@ def alignment(args) -> None:
             if not faces:
                 continue
             frame = torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 255
-            crops, M, idx = crop_faces([frame], [faces], size)
+            crops, M, _ = crop_faces([frame], [faces], size)
             _, tpl = face_points(faces, CELEBA_TEMPLATE)
             names = [n for n in CELEBA_TEMPLATE if n in faces[0].landmarks]
             target = tpl * size - 0.5

@@ -16,7 +16,7 @@ Conventions (docs/architecture.md): images are ``(3, H, W)`` / ``(B, 3, H, W)`` 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,13 +25,13 @@ from starcli.errors import InputError
 
 __all__ = [
     "CELEBA_TEMPLATE",
-    "template_tensor",
+    "crop_faces",
+    "crop_regions",
     "estimate_transforms",
     "face_points",
-    "warp_to_crops",
-    "crop_regions",
     "invert_transforms",
-    "crop_faces",
+    "template_tensor",
+    "warp_to_crops",
 ]
 
 # CelebA "align&cropped" geometry as seen by StarGAN (178x218 aligned frame, centre crop 178x178,
@@ -214,7 +214,7 @@ def warp_to_crops(frames, transforms: torch.Tensor, frame_index, crop_size: int,
     M = transforms.to(torch.float64).cpu()
     # crop pixels per frame pixel; faces shrunk by more than 2x are box-filtered by k first
     scale = torch.sqrt(torch.abs(torch.linalg.det(M[:, :, :2]))).tolist()
-    ks = [int(math.floor(1.0 / s)) if antialias and s < 0.5 else 1 for s in scale]
+    ks = [math.floor(1.0 / s) if antialias and s < 0.5 else 1 for s in scale]
     regions = crop_regions(M, crop_size, [tuple(fl[i].shape[-2:]) for i in idx], [2 * k + 2 for k in ks])
     rois, mats = [], []
     for j in range(n):

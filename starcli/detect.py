@@ -23,8 +23,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,9 +33,9 @@ from starcli.errors import ConfigError, InputError, PluginError
 
 __all__ = [
     "LANDMARK_NAMES",
-    "Face",
     "Detector",
     "DlibDetector",
+    "Face",
     "check_images",
     "dlib_model_path",
     "downscale_for_detection",

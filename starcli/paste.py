@@ -40,7 +40,7 @@ import torch
 from starcli.align import crop_regions, invert_transforms, warp_to_crops
 from starcli.errors import InputError
 
-__all__ = ["DEFAULT_FEATHER", "face_mask", "paste_back", "paste_frames", "colour_offsets"]
+__all__ = ["DEFAULT_FEATHER", "colour_offsets", "face_mask", "paste_back", "paste_frames"]
 
 DEFAULT_FEATHER = 0.04
 """Gaussian sigma of the mask edge, as a fraction of the crop size."""
@@ -66,7 +66,7 @@ def _masks(crop_size: int, feather: float) -> tuple[torch.Tensor, torch.Tensor, 
     half = 0.5 - 2.5 * feather
     core = (_radius(crop_size, half) <= 1.0).to(torch.float64)
     # separable gaussian blur with zero padding (the mask decays to ~0 at the crop border)
-    r = max(1, int(math.ceil(3.0 * sigma)))
+    r = max(1, math.ceil(3.0 * sigma))
     x = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-0.5 * (x / sigma) ** 2)
     g = (g / g.sum()).reshape(1, 1, -1)

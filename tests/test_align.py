@@ -6,12 +6,12 @@ import doctest
 import math
 from pathlib import Path
 
+import kornia.geometry.transform as KT
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import kornia.geometry.transform as KT
 import starcli.align
 from starcli.align import (
     CELEBA_TEMPLATE,

@@ -139,7 +139,6 @@ def test_colour_match_removes_a_tint_at_the_seam_but_keeps_interior_edits():
 
 def test_faces_overlapping_the_frame_border_and_order():
     frame = load("grace_hopper.jpg")
-    h, w = frame.shape[-2:]
     # one face cut by the left border, one by the bottom-right corner
     M = torch.tensor([[[0.5, 0.0, 30.0], [0.0, 0.5, -100.0]],
                       [[0.4, 0.1, -190.0], [-0.1, 0.4, -180.0]]])

@@ -16,17 +16,18 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from starcli.detect import Face, _check_options, check_images, downscale_for_detection, finish_faces
 from starcli.errors import ConfigError, PluginError
 
-__all__ = ["MtcnnDetector", "PNet", "RNet", "ONet", "weights_dir"]
+__all__ = ["MtcnnDetector", "ONet", "PNet", "RNet", "weights_dir"]
 
 INSTALL_HINT = "pip install --no-deps facenet-pytorch"
 
@@ -308,7 +309,7 @@ class MtcnnDetector:
         _, h, w = img.shape
         found = []
         for s in self._scales(h, w):
-            hs, ws = int(math.ceil(h * s)), int(math.ceil(w * s))
+            hs, ws = math.ceil(h * s), math.ceil(w * s)
             x = F.interpolate(img[None], size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)
             prob, reg = self.pnet(((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last))
             prob, reg = prob[0].numpy(), reg[0].numpy()
