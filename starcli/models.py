@@ -15,9 +15,9 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -376,12 +376,33 @@ def import_official(g_path: Path, attributes: list[str], name: str, *, image_siz
     return save_bundle(model, store_dir() / name, overwrite=overwrite)
 
 
-def export_model(name_or_path: str | Path, dest: Path, *, official: bool = False) -> list[Path]:
+def export_model(
+    name_or_path: str | Path,
+    dest: Path,
+    *,
+    official: bool = False,
+    dtype: torch.dtype | None = None,
+    name: str | None = None,
+    card_updates: Mapping[str, object] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
     """Copy a model out: a bundle folder, or (``official=True``) ``<name>-G.ckpt``/``-D.ckpt``
-    plain state dicts that the official StarGAN code loads."""
+    plain state dicts that the official StarGAN code loads.
+
+    For bundles, ``dtype=torch.float16`` halves the weights, ``name`` renames the model and
+    ``card_updates`` (e.g. ``{"quality": {...}, "description": ...}``) are merged into the card.
+    """
     model = load(name_or_path)
     if not official:
-        return [save_bundle(model, Path(dest))]
+        spec = model.spec
+        if name:
+            spec.name = name
+        for key, value in (card_updates or {}).items():
+            if key not in {"description", "license", "provenance", "quality", "recipe", "default_source"}:
+                raise ModelError(f"card field '{key}' cannot be set on export")
+            current = getattr(spec, key)
+            setattr(spec, key, {**current, **value} if isinstance(current, dict) and isinstance(value, Mapping) else value)
+        return [save_bundle(model, Path(dest), dtype=dtype, overwrite=overwrite)]
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     written = []
@@ -509,12 +530,6 @@ def pull_model(name: str, *, url: str | None = None, on_progress: ProgressCallba
         spec.license = entry.license
         spec.provenance = {"url": entry.url, "archive_sha256": sha256, "kind": "official StarGAN v1 release", "checkpoint": g_path.name}
         return save_bundle(model, target, overwrite=True)
-
-
-def iter_named_modules(model: StarganModel) -> Iterator[tuple[str, nn.Module]]:
-    yield "generator", model.generator
-    if model.discriminator is not None:
-        yield "discriminator", model.discriminator
 
 
 __all__ = [

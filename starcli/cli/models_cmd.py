@@ -88,15 +88,31 @@ def import_command(
 
 @models_app.command("export")
 def export_command(
-    model: Annotated[str, typer.Argument(help="Model name or path.")],
+    model: Annotated[str, typer.Argument(help="Model name or path (bundle, run folder).")],
     dest: Annotated[Path, typer.Argument(help="Destination folder.")],
     official: Annotated[bool, typer.Option("--official", help="Write official-style <name>-G.ckpt / -D.ckpt state dicts instead of a bundle.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store bundle weights in float16 (half the size).")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="Rename the model in the exported card.")] = None,
+    card: Annotated[Optional[Path], typer.Option("--card", help="JSON object merged into the card (quality, provenance, description, license, recipe).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace DEST if it exists.")] = False,
 ) -> None:
-    """Copy a model out of the store as a bundle or as official checkpoints."""
+    """Copy a model out as a bundle or as official checkpoints."""
+    import torch
+
+    from ..errors import InputError
     from ..models import export_model
 
     with reported_errors():
-        for path in export_model(model, dest, official=official):
+        updates = None
+        if card is not None:
+            try:
+                updates = json.loads(card.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise InputError(card, f"cannot read card JSON ({exc})") from None
+            if not isinstance(updates, dict):
+                raise InputError(card, "card JSON must be an object")
+        paths = export_model(model, dest, official=official, dtype=torch.float16 if fp16 else None, name=name, card_updates=updates, overwrite=force)
+        for path in paths:
             console.print(f"wrote {path}")
 
 
