@@ -20,6 +20,7 @@ Detectors may add other names (e.g. ``nose_tip``); templates ignore names they d
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -203,6 +204,15 @@ def dlib_model_path(filename: str) -> str | None:
 # dlib
 
 
+@functools.lru_cache(maxsize=4)
+def _dlib_models(predictor_path: str):
+    """dlib's HOG detector and a shape predictor, loaded once per process (both are used
+    read-only: instances share them)."""
+    import dlib
+
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor_path)
+
+
 class DlibDetector:
     """dlib's HOG frontal face detector + the 5-point landmark model (``face-recognition-models``).
 
@@ -249,13 +259,12 @@ class DlibDetector:
             raise PluginError(f"detector 'dlib' cannot run: {why}")
         import dlib
 
+        self._detector, self._predictor = _dlib_models(dlib_model_path(self.PREDICTOR_FILE))
         self.upsample = upsample
         self.min_face_size = float(min_face_size)
         self.largest_only = bool(largest_only)
         self.max_side = max_side
         self.threshold = float(threshold)
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(dlib_model_path(self.PREDICTOR_FILE))
         self._dlib = dlib
 
     @classmethod

@@ -236,7 +236,7 @@ def test_warp_errors():
 @pytest.mark.parametrize("name", ["astronaut.png", "grace_hopper.jpg", "fairface_0001.jpg", "fairface_0020.jpg"])
 def test_aligned_crop_puts_landmarks_on_the_template(name):
     size = 256
-    det = DlibDetector()
+    det = DlibDetector()  # models are loaded once per process
     img = load(name)
     faces = det.detect([img])[0]
     pts, tpl = face_points(faces, CELEBA_TEMPLATE)
