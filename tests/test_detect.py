@@ -215,8 +215,14 @@ def test_mtcnn_batch_options_and_config(mtcnn):
     assert isinstance(det, Detector) and len(det.detect(imgs[:1])[0]) == 1
     with pytest.raises(ConfigError, match="detect.thresholds"):
         mtcnn_mod.MtcnnDetector(thresholds=[0.5])
-    with pytest.raises(ConfigError, match="detect.upsample"):
-        mtcnn_mod.MtcnnDetector.from_config({"upsample": 1})
+    with pytest.raises(ConfigError, match="detect.upsampling"):
+        mtcnn_mod.MtcnnDetector.from_config({"upsampling": 1})
+    # the keys the pipeline passes to any detector are accepted
+    common = {"upsample": 1, "min_face_size": 0.0, "largest_only": False, "max_side": 2048, "threshold": 0.1}
+    det = mtcnn_mod.MtcnnDetector.from_config(common)
+    assert det.search_size == 12.0 and det.thresholds[2] == pytest.approx(0.8)
+    assert mtcnn_mod.MtcnnDetector().search_size == 20.0
+    assert mtcnn_mod.MtcnnDetector(min_face_size=48).search_size == 48.0
 
 
 @needs_mtcnn

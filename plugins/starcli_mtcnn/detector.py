@@ -198,9 +198,13 @@ class MtcnnDetector:
 
     Options (``[detect]`` config keys):
 
-    - ``min_face_size`` (px, default 20): smallest face searched (sets the pyramid's first scale)
-      and the minimum reported face size.
+    - ``min_face_size`` (px, default 0): drop smaller faces; also the smallest face searched
+      (the pyramid's first scale) when above 20 px.
+    - ``upsample`` (int, default 0; the key dlib also takes): search faces from ``20 / 2**upsample``
+      px (at least 12 px, MTCNN's window) instead of 20 px.
     - ``thresholds`` (3 floats, default [0.6, 0.7, 0.7]): P-, R-, O-net probability thresholds.
+    - ``threshold`` (float, default 0; the key dlib also takes): added to the O-net threshold
+      (clamped to 0.05..0.99): positive for fewer, surer faces.
     - ``scale_factor`` (default 0.709): pyramid step.
     - ``largest_only`` (bool, default False), ``max_side`` (px, default 1600): as for dlib.
     - ``threads`` (int, default 1): torch threads during detection (0 = leave torch's setting).
@@ -213,6 +217,8 @@ class MtcnnDetector:
     name: ClassVar[str] = "mtcnn"
     OPTIONS: ClassVar[dict[str, tuple[type, ...]]] = {
         "min_face_size": (int, float),
+        "upsample": (int,),
+        "threshold": (int, float),
         "thresholds": (list, tuple),
         "scale_factor": (float,),
         "largest_only": (bool,),
@@ -220,11 +226,13 @@ class MtcnnDetector:
         "threads": (int,),
     }
 
-    def __init__(self, min_face_size: float = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+    def __init__(self, min_face_size: float = 0.0, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
                  scale_factor: float = 0.709, largest_only: bool = False, max_side: int | None = 1600,
-                 threads: int = 1):
-        if not min_face_size >= 12:
-            raise ConfigError(f"detect.min_face_size: MTCNN needs >= 12 px, got {min_face_size!r}")
+                 threads: int = 1, upsample: int = 0, threshold: float = 0.0):
+        if not min_face_size >= 0:
+            raise ConfigError(f"detect.min_face_size: must be >= 0, got {min_face_size!r}")
+        if isinstance(upsample, bool) or not isinstance(upsample, int) or not 0 <= upsample <= 3:
+            raise ConfigError(f"detect.upsample: expected an integer 0..3, got {upsample!r}")
         if len(thresholds) != 3 or not all(0.0 <= float(t) < 1.0 for t in thresholds):
             raise ConfigError(f"detect.thresholds: expected 3 probabilities, got {thresholds!r}")
         if not 0.3 <= scale_factor <= 0.9:
@@ -235,7 +243,11 @@ class MtcnnDetector:
         if not ok:
             raise PluginError(f"detector 'mtcnn' cannot run: {why}")
         self.min_face_size = float(min_face_size)
-        self.thresholds = tuple(float(t) for t in thresholds)
+        self.upsample = int(upsample)
+        self.search_size = max(12.0, float(min_face_size), 20.0 / 2**upsample)
+        t = [float(v) for v in thresholds]
+        t[2] = min(max(t[2] + float(threshold), 0.05), 0.99)
+        self.thresholds = tuple(t)
         self.scale_factor = float(scale_factor)
         self.largest_only = bool(largest_only)
         self.max_side = max_side
@@ -259,7 +271,8 @@ class MtcnnDetector:
         return True, ""
 
     def __repr__(self) -> str:
-        return (f"MtcnnDetector(min_face_size={self.min_face_size}, thresholds={self.thresholds}, "
+        return (f"MtcnnDetector(min_face_size={self.min_face_size}, upsample={self.upsample}, "
+                f"thresholds={self.thresholds}, "
                 f"scale_factor={self.scale_factor}, largest_only={self.largest_only}, max_side={self.max_side})")
 
     # --------------------------------------------------------------------------------------------
@@ -295,7 +308,7 @@ class MtcnnDetector:
         return out
 
     def _scales(self, h: int, w: int) -> list[float]:
-        m = 12.0 / self.min_face_size
+        m = 12.0 / self.search_size
         scales, side = [], min(h, w) * m
         s = m
         while side >= 12:
