@@ -79,6 +79,9 @@ CONTAINERS: dict[str, tuple[str, str]] = {
     ".mpeg": ("mpeg", "mpeg2video"),
     ".wmv": ("asf", "wmv2"),
 }
+# containers whose segments join cleanly by stream copy (frame-exact); others are written in one
+# segment, so a killed run restarts them from the beginning
+SEGMENTED = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".gif", ".mpg", ".mpeg"})
 # codecs a container accepts (None: anything ffmpeg can mux)
 _ALLOWED = {
     "webm": {"libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1", "librav1e"},
@@ -227,7 +230,8 @@ def probe(path: str | Path, *, count_frames: bool = True) -> VideoInfo:
         tbr = fps
     vfr = abs(fps - tbr) > 0.01 * max(tbr, 1e-6)
     if count_frames and duration > 0 and fps > 0 and frames > 0:
-        vfr = vfr or abs(frames - duration * fps) > max(2.0, 0.02 * frames)
+        # the container duration may include longer audio: only a large mismatch counts
+        vfr = vfr or abs(frames - duration * fps) > max(3.0, 0.1 * frames)
     if vfr and frames > 0 and duration > 0:
         rate = snap_rate(frames / duration)
     else:
@@ -525,9 +529,12 @@ def encoder_args(ext: str, width: int, height: int, opts: VideoOptions, colorspa
                  "-deadline", opts.preset or "good", "-cpu-used", "4"]
     elif codec in ("libaom-av1", "libsvtav1"):
         args += ["-crf", f"{30 if opts.crf < 0 else opts.crf:g}", "-pix_fmt", "yuv420p"]
-    elif codec == "mpeg4":
+    elif codec in ("mpeg4", "mpeg2video", "mpeg1video", "wmv2", "msmpeg4"):
+        if codec == "wmv2" and width % 2:
+            codec = "msmpeg4"  # wmv2 needs an even width; MS-MPEG4 v3 plays in the same players
+            args = ["-c:v", codec]
         args += ["-q:v", f"{3 if opts.crf < 0 else max(1, min(31, int(opts.crf)))}", "-pix_fmt", "yuv420p"]
-        if muxer == "avi":
+        if muxer == "avi" and codec == "mpeg4":
             args += ["-vtag", "xvid"]
     elif codec == "gif":
         # one palette per frame: streams (a global palette would buffer the whole clip)
@@ -547,10 +554,16 @@ def encoder_args(ext: str, width: int, height: int, opts: VideoOptions, colorspa
     return args, False
 
 
+MIN_TAIL_FRAMES = 8
+"""A segment shorter than the encoder's reordering delay gets mistimed when joined (seen with
+x264 B-frames: a 1-2 frame tail), so a short tail is appended to the previous segment."""
+
+
 class SegmentWriter:
     """Encode a stream of RGB uint8 ``(H, W, 3)`` frames into numbered segment files.
 
-    Every ``segment_frames`` frames a segment ``seg_<k>.<ext>`` is closed; it is written to a
+    Every ``segment_frames`` frames a segment ``seg_<k>.<ext>`` is closed (when ``total_frames``
+    is known, a tail of fewer than :data:`MIN_TAIL_FRAMES` frames goes into the last segment); it is written to a
     temporary name and renamed when ffmpeg finished it, so a finished segment is always complete.
     ``first_segment`` continues a numbering (resume).  Call :meth:`close` (or use ``with``) to
     flush the last segment; :meth:`abort` kills ffmpeg and deletes the unfinished segment.
@@ -558,7 +571,7 @@ class SegmentWriter:
 
     def __init__(self, workdir: Path, ext: str, width: int, height: int, rate: Fraction, opts: VideoOptions,
                  segment_frames: int, first_segment: int = 0, on_segment: Callable[[int, int], None] | None = None,
-                 colorspace: str = ""):
+                 colorspace: str = "", total_frames: int = 0):
         self.workdir = Path(workdir)
         self.ext = ext
         self.muxer = CONTAINERS[ext][0]
@@ -571,6 +584,7 @@ class SegmentWriter:
         self._drain: _StderrDrain | None = None
         self._in_segment = 0
         self.frames_written = 0
+        self.total_frames = int(total_frames)
 
     def segment_path(self, k: int) -> Path:
         return self.workdir / f"seg_{k:05d}{self.ext}"
@@ -602,7 +616,8 @@ class SegmentWriter:
             raise StarcliError(f"{self._tmp.name}: encoder failed: {_ffmpeg_error(self._drain.text)}") from None
         self._in_segment += 1
         self.frames_written += 1
-        if self._in_segment >= self.segment_frames:
+        left = self.total_frames - self.frames_written
+        if self._in_segment >= self.segment_frames and (self.total_frames <= 0 or left >= MIN_TAIL_FRAMES):
             self._finish()
 
     def _finish(self) -> None:
@@ -644,16 +659,27 @@ class SegmentWriter:
 
 
 def concat_segments(segments: Sequence[Path], out_tmp: Path, ext: str, info: VideoInfo | None,
-                    start: float = 0.0, end: float | None = None) -> None:
+                    start: float = 0.0, end: float | None = None, frames: Sequence[int] | None = None,
+                    rate: Fraction | None = None) -> None:
     """Join ``segments`` (stream copy) with the audio streams of ``info.path`` (stream copy, same
     time range) into ``out_tmp``.  The audio is only mapped when the probe found some: mapping the
-    audio of an input that has none breaks ffmpeg."""
+    audio of an input that has none breaks ffmpeg.  ``frames`` (per segment) and ``rate`` give
+    each segment its exact duration: without them the concat demuxer derives it from the
+    timestamps, which B-frame reordering makes off by a frame (gaps in the joined stream)."""
+    rate = rate or (info.rate if info is not None else None)
     muxer = CONTAINERS[ext][0]
     listing = out_tmp.with_name(out_tmp.name + ".concat.txt")
-    listing.write_text("ffconcat version 1.0\n" + "".join(
-        "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in segments))
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0",
-            "-i", str(listing)]
+    if len(segments) == 1:  # one segment: plain remux
+        args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(segments[0])]
+    else:
+        lines = ["ffconcat version 1.0"]
+        for k, p in enumerate(segments):
+            lines.append("file '" + str(p.resolve()).replace("'", "'\\''") + "'")
+            if frames is not None and rate is not None and k < len(frames):
+                lines.append(f"duration {frames[k] / rate.numerator * rate.denominator:.9f}")
+        listing.write_text("\n".join(lines) + "\n")
+        args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0",
+                "-i", str(listing)]
     maps = ["-map", "0:v"]
     if info is not None and info.has_audio and muxer != "gif":
         args += [*_time_args(start, end), "-i", str(info.path)]
@@ -757,23 +783,23 @@ def _job_key(src: Path, info: VideoInfo, opts: VideoOptions, extra: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _load_state(work: Path, key: str, ext: str) -> list[int]:
-    """Faces per finished segment of a previous run with the same key ([] = start over)."""
+def _load_state(work: Path, key: str, ext: str) -> list[tuple[int, int]]:
+    """(frames, faces) per finished segment of a previous run with the same key ([] = start over)."""
     try:
         state = json.loads((work / "job.json").read_text())
     except (OSError, ValueError):
         return []
     if state.get("key") != key:
         return []
-    faces = []
-    for k, n in enumerate(state.get("segments", [])):
-        if not (work / f"seg_{k:05d}{ext}").is_file():
+    done = []
+    for k, item in enumerate(state.get("segments", [])):
+        if not (work / f"seg_{k:05d}{ext}").is_file() or not isinstance(item, list) or len(item) != 2:
             break
-        faces.append(int(n))
-    return faces
+        done.append((int(item[0]), int(item[1])))
+    return done
 
 
-def _save_state(work: Path, key: str, segments: list[int], segment_frames: int) -> None:
+def _save_state(work: Path, key: str, segments: list[tuple[int, int]], segment_frames: int) -> None:
     tmp = work / f"job.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps({"key": key, "segment_frames": segment_frames, "segments": segments}))
     os.replace(tmp, work / "job.json")
@@ -856,26 +882,28 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
     report = VideoReport(str(src), [str(o) for o in outs], rate=str(info.rate), size=(info.width, info.height),
                          audio=keep_audio)
     seg_frames = max(1, int(round(opts.segment_seconds * float(info.rate))))
+    if ext not in SEGMENTED:
+        seg_frames = 1 << 40  # one segment: these muxers do not join cleanly (resume restarts)
     key = _job_key(src, info, opts, _settings_of(pipeline, cfg))
     works = [_work_dir(o) for o in outs]
-    done_faces: list[int] = []
+    done: list[tuple[int, int]] = []
     if opts.resume:
         states = [_load_state(w, key, ext) for w in works]
         n = min(len(s) for s in states)
-        done_faces = states[0][:n]
+        done = states[0][:n]
     for w in works:
-        if not done_faces and w.exists():
+        if not done and w.exists():
             shutil.rmtree(w, ignore_errors=True)
         w.mkdir(parents=True, exist_ok=True)
         for p in w.glob("*.partial*"):
             p.unlink(missing_ok=True)
         for p in w.glob("seg_*"):
             m = re.match(r"seg_(\d+)", p.name)
-            if m and int(m.group(1)) >= len(done_faces):
+            if m and int(m.group(1)) >= len(done):
                 p.unlink(missing_ok=True)
-    resumed = min(len(done_faces) * seg_frames, total) if total > 0 else len(done_faces) * seg_frames
+    resumed = sum(n for n, _ in done)
     report.resumed_frames = resumed
-    seg_faces = list(done_faces)
+    seg_state = list(done)
     frame_faces: dict[int, int] = {}
     busy = {"decode": 0.0, "detect": 0.0, "track": 0.0, "align": 0.0, "generator": 0.0, "paste": 0.0, "encode": 0.0}
 
@@ -885,10 +913,10 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
                                 resumed))
 
     for w in works:
-        _save_state(w, key, seg_faces, seg_frames)
+        _save_state(w, key, seg_state, seg_frames)
     emit("start", resumed)
     if resumed:
-        emit("note", resumed, f"resuming after frame {resumed} ({len(done_faces)} finished segments)")
+        emit("note", resumed, f"resuming after frame {resumed} ({len(done)} finished segments)")
 
     q_in: queue.Queue = queue.Queue(maxsize=opts.queue_depth)
     q_out: queue.Queue = queue.Queue(maxsize=opts.queue_depth)
@@ -932,16 +960,15 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
 
     def segment_done(k: int, nframes: int) -> None:
         with state_lock:
-            first = k * seg_frames
+            first = sum(n for n, _ in seg_state[:k])
             faces = sum(frame_faces.pop(i, 0) for i in range(first, first + nframes))
-            while len(seg_faces) <= k:
-                seg_faces.append(0)
-            seg_faces[k] = faces
+            seg_state[k:] = [(nframes, faces)]
             for w in works:
-                _save_state(w, key, seg_faces, seg_frames)
+                _save_state(w, key, seg_state, seg_frames)
 
-    writers = [SegmentWriter(w, ext, info.width, info.height, info.rate, opts, seg_frames, len(done_faces),
-                             on_segment=segment_done if e == len(outs) - 1 else None, colorspace=info.colorspace)
+    writers = [SegmentWriter(w, ext, info.width, info.height, info.rate, opts, seg_frames, len(done),
+                             on_segment=segment_done if e == len(outs) - 1 else None, colorspace=info.colorspace,
+                             total_frames=max(0, total - resumed))
                for e, w in enumerate(works)]
     enc_error: list[BaseException] = []
     written = [resumed]
@@ -1043,7 +1070,7 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
         if frames_total == 0:
             raise InputError(src, "has no video frames" + (f" in {start:g}-{end:g} s" if not whole else ""))
         report.frames = frames_total
-        report.faces += sum(done_faces)
+        report.faces += sum(f for _, f in done)
         report.tracks, report.bridged, report.scene_cuts = (tracker.stats["tracks"], tracker.stats["bridged"],
                                                             tracker.stats["scene_cuts"])
         t0 = time.perf_counter()
@@ -1055,7 +1082,8 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
             segments = sorted(w.glob(f"seg_*{ext}"))
             segments = [p for p in segments if ".partial" not in p.name]
             tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-0")
-            concat_segments(segments, tmp, ext, info if keep_audio else None, start, end)
+            counts = [n for n, _ in seg_state]
+            concat_segments(segments, tmp, ext, info if keep_audio else None, start, end, counts, info.rate)
             got, _ = _count_packets(tmp)
             if got != frames_total:
                 tmp.unlink(missing_ok=True)
@@ -1126,7 +1154,7 @@ def render_pan_clip(image: np.ndarray, out: str | Path, size: tuple[int, int], s
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={n / fps:.4f}"]
     args += ["-map", "0:v", *codec_args, "-fps_mode", "passthrough"]
     if audio:
-        args += ["-map", "1:a", "-c:a", "libopus" if muxer == "webm" else "aac"]
+        args += ["-map", "1:a", "-c:a", {"webm": "libopus", "mpeg": "mp2", "asf": "wmav2"}.get(muxer, "aac")]
     args += [*extra, "-f", muxer, str(out)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     aspect = w / h

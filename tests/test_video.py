@@ -217,6 +217,25 @@ def test_colour_tags_and_matrix_are_kept(tmp_path):
                        axis=0)).max() < 1.5  # no colour shift (4:2:0 itself costs ~1 level on this photo)
 
 
+@pytest.mark.parametrize("segment, total", [(12, 25), (8, 25), (10, 25)])
+def test_segments_join_without_timing_gaps(segment, total, clips, tmp_path):
+    """x264 segments join frame-exact, also when the last one would be a 1-frame tail."""
+    info = V.probe(clips["audio"])
+    frames = _frames(clips["audio"])[:total]
+    counts = []
+    with V.SegmentWriter(tmp_path, ".mp4", info.width, info.height, info.rate, V.VideoOptions(), segment,
+                         on_segment=lambda k, n: counts.append(n), total_frames=total) as w:
+        for f in frames:
+            w.write(f)
+    assert sum(counts) == total and min(counts) >= V.MIN_TAIL_FRAMES
+    out = tmp_path / "joined.mp4"
+    V.concat_segments(sorted(tmp_path.glob("seg_*.mp4")), out, ".mp4", info, 0.0, total / 25, counts, info.rate)
+    o = V.probe(out)
+    assert o.frames == total and o.fps == 25 and not o.vfr
+    back = _frames(out)
+    assert min(_psnr(a, b) for a, b in zip(frames, back)) > 32
+
+
 def test_start_end_selects_a_time_range(clips, pipeline, tmp_path):
     out = tmp_path / "range.mp4"
     report = V.process_video(clips["audio"], out, pipeline, _cfg(pipeline, start=0.4, end=1.0))
