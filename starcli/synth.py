@@ -77,7 +77,7 @@ BINARY_ATTRIBUTES: tuple[str, ...] = ("Eyeglasses", "Smiling", "Beard", "Young")
 ATTRIBUTES: tuple[str, ...] = HAIR_COLOURS + BINARY_ATTRIBUTES
 GROUPS: list[list[str]] = [list(HAIR_COLOURS)]
 MASK_NAMES: tuple[str, ...] = ("hair", "eyeglasses", "mouth", "beard", "age", "face", "background")
-GENERATOR_VERSION = "starcli-synth/2"
+GENERATOR_VERSION = "starcli-synth/3"
 
 #: CelebA crop template in normalised crop units (pixel ``x = u * S - 0.5``).
 TEMPLATE: dict[str, tuple[float, float]] = {
@@ -250,7 +250,7 @@ def sample_params(rng: np.random.Generator) -> FaceParams:
         beard_style=int(rng.choice(3, p=(0.6, 0.2, 0.2))),
         glasses_style=int(rng.integers(3)),
         frame=_rgb(frame),
-        frame_w=_uniform(rng, 0.011, 0.016),
+        frame_w=_uniform(rng, 0.007, 0.012),
         lens_tint=_rgb(_random_colour(rng, (0.0, 0.5), (0.5, 1.0))),
         age_amount=_uniform(rng, 0.75, 1.0),
         clothing=clothing,
@@ -543,7 +543,7 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
     # cheek shading under the cheekbones
     for s in (-1, 1):
         cv.ellipse(_CX + s * hw * 0.72, _EYE_Y + 0.14, hw * 0.22, 0.06, fill=(0, 0, 0, 16))
-        cv.ellipse(_CX + s * hw * 0.5, _EYE_Y + 0.085, hw * 0.2, 0.035, fill=(255, 230, 220, 18))
+        cv.ellipse(_CX + s * hw * 0.55, _EYE_Y + 0.09, hw * 0.3, 0.05, fill=(255, 235, 225, 10))
     # forehead highlight
     cv.ellipse(_CX, _EYE_Y - 0.15, hw * 0.5, 0.06, fill=(255, 255, 255, 16))
     # chin shadow / highlight
@@ -566,7 +566,8 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
         cv.ellipse(ex - s * 0.004, ey - 0.014, erx * 1.6, ery * 2.7, fill=(0, 0, 0, 40))
         cv.ellipse(ex, ey - 0.004, erx * 1.3, ery * 1.9, fill=(0, 0, 0, 42))
         # cheek highlight under the eye
-        cv.ellipse(ex + s * 0.01, ey + 0.075, erx * 1.1, 0.03, fill=(255, 255, 255, 30))
+        cv.ellipse(ex + s * 0.008, ey + 0.07, erx * 1.2, 0.034, fill=(255, 255, 255, 14))
+        cv.ellipse(ex + s * 0.008, ey + 0.07, erx * 0.8, 0.022, fill=(255, 255, 255, 14))
         # sclera: almond made of two arcs
         top_arc = _arc(ex, ey + ery * 0.35, erx, ery * 1.35, 180, 360, 14)
         bot_arc = _arc(ex, ey - ery * 0.35, erx, ery * 1.1, 0, 180, 14)
@@ -616,7 +617,7 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
     if not a["Young"]:
         amt = p.age_amount
         for pts, w in age_lines:
-            cv.line(pts, w, fill=_mul(skin, 0.45, int(150 * amt)), min_px=1.1)
+            cv.line(pts, w, fill=_mul(skin, 0.42, int(190 * amt)), min_px=1.1)
         # eye bags and jowl shading
         for s in (-1, 1):
             cv.ellipse(_CX + s * _EYE_DX, _EYE_Y + 0.036, erx * 0.95, 0.014, fill=(60, 30, 40, int(60 * amt)))
@@ -716,7 +717,7 @@ def _beard_polygon(p: FaceParams, outline, k) -> list[tuple[float, float]]:
 
 def _age_lines(p: FaceParams, outline, k) -> list[tuple[list[tuple[float, float]], float]]:
     out: list[tuple[list[tuple[float, float]], float]] = []
-    w = 0.014
+    w = 0.008  # thin at large sizes; render draws at least 1.1 output pixels
     mx, my, mw = _MOUTH_X, _MOUTH_Y, p.mouth_w
     # forehead lines
     for i, dy in enumerate((0.1, 0.13, 0.16)):
@@ -1041,13 +1042,13 @@ def _logit(x: np.ndarray, wb: tuple[Sequence[float], float]) -> float:
 
 # Calibrated on clean renders of this generator version (seeded, see docs/synth.md): a
 # multinomial linear model on the hair colour measures and one linear score per binary attribute.
-_HAIR_W = np.array([[-5.2217, -14.415, -11.418, -3.9269], [4.1674, 2.0199, 112.38, 2.3312], [-1.9538, 12.814, 13.185, 3.0674], [0.63639, 21.921, -87.666, 4.6432], [2.3718, -22.34, -26.484, -6.115]], np.float32)
-_HAIR_B = np.array([35.441, -57.358, 0.31188, 11.132, 10.473], np.float32)
+_HAIR_W = np.array([[-5.222, -14.416, -11.408, -3.927], [4.1667, 2.021, 112.38, 2.3315], [-1.9534, 12.811, 13.172, 3.0668], [0.63707, 21.923, -87.662, 4.6437], [2.3717, -22.339, -26.482, -6.1149]], np.float32)
+_HAIR_B = np.array([35.439, -57.354, 0.31603, 11.126, 10.473], np.float32)
 _LIN: dict[str, tuple[Sequence[float], float]] = {
-    "glasses": ((13.276, 1.6457, 18.053, -29.252, 1.0998), -0.96969),
-    "smile": ((2.108, -4.6857, 2.4184, 1.0142, -15.761, -20.084, 76.138), -3.7309),
-    "beard": ((11.77, 4.4934, -17.757, 5.7233), -6.2517),
-    "age": ((25.32, 42.414, -99.102), -4.6856),
+    "glasses": ((11.414, 2.5326, 18.428, -29.137, 0.51844), -0.71948),
+    "smile": ((3.1046, -4.709, 2.3646, -0.22536, -16.002, -19.876, 75.902), -3.4267),
+    "beard": ((11.579, 4.8181, -18.614, 6.6486), -6.1792),
+    "age": ((28.377, 37.506, -67.068), -6.4238),
 }
 
 
