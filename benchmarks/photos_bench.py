@@ -26,8 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Same as `starcli translate`: idle OpenMP threads sleep instead of spinning (set before torch
+# loads; run with OMP_WAIT_POLICY=ACTIVE to compare). Applies to the baseline too.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -171,7 +175,8 @@ def main() -> None:
         model = build_model(args.model)
         print(f"photos: {n} x 512x512 single-face JPEGs in {photos}")
         print(f"model: {model.spec.name} {model.spec.image_size}px, conv_dim {model.spec.generator.conv_dim}, "
-              f"{model.spec.generator.repeat_num} res blocks, critic: {model.discriminator is not None}; torch threads {torch.get_num_threads()}")
+              f"{model.spec.generator.repeat_num} res blocks, critic: {model.discriminator is not None}; torch threads {torch.get_num_threads()}, "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
 
         base = baseline_crops_per_s(model, args.seconds)
         print(f"baseline (official-style fp32 eager, batch 1): {base:.2f} crops/s")

@@ -9,6 +9,7 @@ unknown attributes, conflicting ``--set``, bad config keys).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -62,6 +63,10 @@ def translate_command(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML config file (default: ./starcli.toml if present).")] = None,
 ) -> None:
     """Translate every face in INPUTS into OUT: [bold]starcli translate photos/ --set hair=black --set male -o out/[/]"""
+    # Idle OpenMP threads sleep instead of spinning: the generator shares the cores with the
+    # reader/writer threads (and often other processes). Measured on 2 busy cores: fp32 eager
+    # generator 7.3 s -> 1.1 s per crop. Takes effect when torch is first imported (below).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .. import models
     from ..config import load_config
     from ..pipeline import Pipeline, build_edits, process_paths
