@@ -111,6 +111,7 @@ class OptimConfig:
 class LossConfig:
     """``[loss]``: loss weights."""
 
+    lambda_adv: float = 1.0  # weight of G's adversarial term (StarGAN: 1)
     lambda_cls: float = 1.0
     lambda_rec: float = 10.0
     lambda_gp: float = 10.0
@@ -989,7 +990,7 @@ class _Trainer:
             loss_fake = -out_src.float().mean()
             loss_cls = classification_loss(out_cls, c_trg)
             loss_rec = (x_real - x_rec.float()).abs().mean()
-            loss = loss_fake + lc.lambda_cls * loss_cls + lc.lambda_rec * loss_rec
+            loss = lc.lambda_adv * loss_fake + lc.lambda_cls * loss_cls + lc.lambda_rec * loss_rec
             logs = {"G/fake": loss_fake.item(), "G/cls": loss_cls.item(), "G/rec": loss_rec.item()}
             if pair is not None:
                 loss_pair = paired_l1(x_pair, pair[1], pair[0], weight=lc.pair_weight, threshold=lc.pair_threshold)
