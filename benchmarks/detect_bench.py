@@ -14,6 +14,9 @@ aligned crop with the same detector and reports how far the re-detected template
 the template (pixels at 256), and the align -> paste round-trip error with an identity
 translator (residual paste and direct paste).
 
+``--stages`` times ``warp_to_crops`` and ``paste_back`` (crop 128 and 256) per face on astronaut
+(512x512) and on a 12000x9000 canvas holding astronaut upscaled 8x, with 1 and 2 torch threads.
+
 ``--calibrate-nose`` reproduces the ``nose`` point of ``starcli.align.CELEBA_TEMPLATE``: dlib's
 68-point model gives eye centres (mean of points 36-41 / 42-47) and the mouth centre (mean of
 48 and 54); the least-squares similarity of those three points to CelebA's template maps the
@@ -161,6 +164,36 @@ def alignment(args) -> None:
               f"direct paste: mean in-mask error {statistics.mean(direct) * 255:.2f}/255")
 
 
+def stages(args) -> None:
+    from starcli.align import crop_faces
+    from starcli.paste import paste_back
+
+    a = load_rgb(ROOT / "tests" / "data" / "astronaut.png")
+    faces = DlibDetector().detect([a])[0]
+    small = torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255
+    big = torch.zeros(3, 9000, 12000)
+    big[:, 1000:5096, 3000:7096] = torch.nn.functional.interpolate(small[None], scale_factor=8, mode="nearest")[0]
+    big_faces = [f.scaled(1 / 8, 1 / 8) for f in faces]  # p_big = 8 p + 3.5
+    for f in big_faces:
+        f.landmarks = {k: (x + 3000, y + 1000) for k, (x, y) in f.landmarks.items()}
+    old = torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for name, frame, fs in (("512x512", small, faces), ("12000x9000", big, big_faces)):
+            for size in (128, 256):
+                tw, tp = [], []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    crops, M, _ = crop_faces([frame], [fs], size)
+                    tw.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    paste_back(frame, crops * 0.9, M, crops, inplace=True)
+                    tp.append(time.perf_counter() - t)
+                print(f"threads {threads} {name:10s} crop {size}: align+warp {1000 * statistics.median(tw):7.1f} ms, "
+                      f"paste {1000 * statistics.median(tp):7.1f} ms (face ~{fs[0].size:.0f} px)")
+    torch.set_num_threads(old)
+
+
 def calibrate_nose(args) -> None:
     import dlib
 
@@ -202,11 +235,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibrate-nose", action="store_true")
     ap.add_argument("--alignment", action="store_true")
+    ap.add_argument("--stages", action="store_true")
     args = ap.parse_args()
     if args.calibrate_nose:
         calibrate_nose(args)
     elif args.alignment:
         alignment(args)
+    elif args.stages:
+        stages(args)
     else:
         bench(args)
 

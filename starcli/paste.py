@@ -102,14 +102,22 @@ def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return v.gather(-1, i)[..., 0]
 
 
+@lru_cache(maxsize=16)
+def _band_samples(crop_size: int, feather: float, max_samples: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices and weights of (an evenly strided subset of) the feather band's pixels."""
+    _, band, _ = _masks(crop_size, feather)
+    idx = (band.flatten() > 0.05).nonzero()[:, 0]
+    step = max(1, -(-idx.numel() // max_samples))
+    idx = idx[::step]
+    return idx, band.flatten()[idx]
+
+
 def colour_offsets(crops: torch.Tensor, originals: torch.Tensor, feather: float = DEFAULT_FEATHER) -> torch.Tensor:
     """Per-face, per-channel colour offset ``(n, 3)`` of ``crops`` vs ``originals`` in the feather
-    band (weighted median of the difference)."""
-    s = crops.shape[-1]
-    _, band, _ = _masks(s, float(feather))
-    sel = band > 0.05
-    d = (crops - originals)[..., sel]  # (n, 3, P)
-    return _weighted_median(d, band[sel].to(d.device))
+    band: the band-weighted median of the difference (on at most 4096 evenly spread band pixels)."""
+    idx, w = _band_samples(int(crops.shape[-1]), float(feather))
+    d = (crops - originals).flatten(2)[..., idx.to(crops.device)]  # (n, 3, P)
+    return _weighted_median(d, w.to(d.device))
 
 
 def paste_back(frame: torch.Tensor, crops: torch.Tensor, transforms: torch.Tensor,
@@ -154,22 +162,22 @@ def paste_back(frame: torch.Tensor, crops: torch.Tensor, transforms: torch.Tenso
 
     h, w = frame.shape[-2:]
     regions = crop_regions(transforms.detach().cpu(), s, [(h, w)] * n, margin=2)
-    inv = invert_transforms(transforms.detach().cpu().to(torch.float64))  # crop -> frame
-    origin = torch.tensor([[r[0], r[1]] for r in regions], dtype=torch.float32)
-    inv[:, :, 2] -= origin
     hmax = max(r[3] - r[1] for r in regions)
     wmax = max(r[2] - r[0] for r in regions)
+    inv = invert_transforms(transforms.detach().cpu().to(torch.float64))  # crop -> frame
+    inv[:, :, 2] -= torch.tensor([[r[0], r[1]] for r in regions], dtype=torch.float32)  # -> region
     warped = KT.warp_affine(stack, inv.to(dev), dsize=(hmax, wmax), mode="bilinear", padding_mode="zeros",
                             align_corners=True)
     # frame regions before any face is blended (in place, ``out`` is ``frame``)
     bases = [frame[:, y0:y1, x0:x1].clone() if inplace else frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in regions]
     for j, (x0, y0, x1, y1) in enumerate(regions):
-        m = warped[j, 3:, : y1 - y0, : x1 - x0].clamp(0.0, 1.0)
+        m = warped[j, 3:, : y1 - y0, : x1 - x0].clamp_(0.0, 1.0)
         v = warped[j, :3, : y1 - y0, : x1 - x0]
         cur = out[:, y0:y1, x0:x1]
-        target = (bases[j] + v) if detail else v
-        blended = cur + m * (target.clamp(0.0, 1.0) - cur)
-        out[:, y0:y1, x0:x1] = torch.where(m > 0, blended, cur)
+        target = v.add_(bases[j]).clamp_(0.0, 1.0) if detail else v.clamp_(0.0, 1.0)
+        blended = torch.lerp(cur, target, m)  # cur + m * (target - cur)
+        torch.where(m > 0, blended, cur, out=blended)  # m == 0: the input, bit for bit
+        cur.copy_(blended)
     return out
 
 

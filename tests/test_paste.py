@@ -219,3 +219,4 @@ def test_colour_match_keeps_a_hair_colour_change_reaching_the_seam():
     inv = torch.linalg.inv(torch.cat([M[0], torch.tensor([[0.0, 0.0, 1.0]])]))
     cx, cy, _ = (inv @ torch.tensor([63.5, 0.25 * size - 0.5, 1.0])).tolist()
     assert float(out[0, round(cy), round(cx)] - frame[0, round(cy), round(cx)]) > 0.2
+
