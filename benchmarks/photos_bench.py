@@ -209,8 +209,9 @@ def main() -> None:
               f"first batch after {s['generator_first_wait_seconds']:.2f} s")
         wall = max(report.wall_seconds, 1e-9)
         critic = report.stage_seconds.get("translate.critic", 0.0)
-        print(f"translate = critic (source attributes, torch fp32) {critic:.2f} s + generator "
-              f"{report.stage_seconds.get('translate', 0.0) - critic:.2f} s")
+        print(f"critic (source attributes, torch fp32) ran {report.stage_seconds.get('critic', 0.0):.2f} s in the aligner thread, "
+              f"beside the generator; translate = generator {report.stage_seconds.get('translate', 0.0) - critic:.2f} s"
+              f" + critic left in the generator thread {critic:.2f} s")
         print("stage seconds (summed over threads, % of wall):")
         for k, v in report.stage_seconds.items():
             print(f"  {k:10s} {v:7.2f} s  {100 * v / wall:5.1f}%  {1000 * v / max(1, s['done']):7.1f} ms/photo")

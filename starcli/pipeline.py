@@ -10,7 +10,7 @@ Two levels:
 
   ``reader pool`` (``run.workers`` threads: decode + detect) -> ``aligner`` thread (batches
   photos up to ``run.batch_size`` faces, aligns all their faces with one transform fit and one
-  warp) -> **generator** (the calling thread: one :class:`~starcli.translate.FaceTranslator`
+  warp, estimates their source attributes with the critic) -> **generator** (the calling thread: one :class:`~starcli.translate.FaceTranslator`
   call per batch) -> ``writer pool`` (``run.workers`` threads: paste + encode + atomic write).
 
   Bounds: at most ``run.queue_size`` photos are decoded ahead of the generator (plus at most
@@ -265,16 +265,21 @@ class Pipeline:
         self.backend = backend
         self.translator = FaceTranslator(self.model, backend, self.edits, tcfg.source or "auto")
         self.critic_seconds = 0.0  # time spent estimating source attributes (in translate)
-        estimate = self.translator.source_labels
+        self._estimate_sources = self.translator.source_labels
+        self._given_sources = threading.local()
 
-        def timed_source_labels(crops: torch.Tensor) -> torch.Tensor:
+        def source_labels(crops: torch.Tensor) -> torch.Tensor:
+            given = getattr(self._given_sources, "labels", None)
+            self._given_sources.labels = None
+            if given is not None and len(given) == len(crops):
+                return given  # estimated ahead of the generator by estimate_sources()
             t0 = time.perf_counter()
             try:
-                return estimate(crops)
+                return self._estimate_sources(crops)
             finally:
                 self.critic_seconds += time.perf_counter() - t0
 
-        self.translator.source_labels = timed_source_labels  # type: ignore[method-assign]
+        self.translator.source_labels = source_labels  # type: ignore[method-assign]
         self.crop_size = int(self.spec.image_size)
         self.template = dict(self.spec.template.points)
         self._detector = detector
@@ -358,6 +363,17 @@ class Pipeline:
             j.crops = c
 
     # -- translate ----------------------------------------------------------------------------
+    def estimate_sources(self, jobs: Sequence[FrameJob]) -> None:
+        """Estimate the source attributes of every crop of ``jobs`` now (fills ``source``), so
+        that :meth:`translate` skips it: the runner does this in the aligner thread, ahead of
+        and in parallel with the generator. A no-op for models without a critic."""
+        todo = [j for j in jobs if j.crops is not None and len(j.crops)]
+        if not todo or not self.translator.use_critic:
+            return
+        labels = self._estimate_sources(torch.cat([j.crops for j in todo]))
+        for j, src in zip(todo, labels.split([len(j.crops) for j in todo])):
+            j.source = src
+
     def translate(self, jobs: Sequence[FrameJob]) -> int:
         """One :class:`~starcli.translate.FaceTranslator` call for every crop of ``jobs``;
         fills ``outputs`` and ``source``. Returns the number of faces translated."""
@@ -365,6 +381,8 @@ class Pipeline:
         if not todo:
             return 0
         crops = torch.cat([j.crops for j in todo])
+        if all(j.source is not None and len(j.source) == len(j.crops) for j in todo):
+            self._given_sources.labels = torch.cat([j.source for j in todo])
         result = self.translator(crops)
         sizes = [len(j.crops) for j in todo]
         per_edit = [out.split(sizes) for out in result.outputs]
@@ -846,6 +864,13 @@ class _Runner:
                         dt = time.perf_counter() - t0
                         for j in group:
                             self.t.add("align", dt / len(group), j.result)
+                        t0 = time.perf_counter()
+                        try:  # the critic runs here, beside the generator busy with the previous batch
+                            self.p.estimate_sources([j.frame for j in group if j.error is None])
+                        except Exception as exc:
+                            for j in group:
+                                j.error = j.error or "source attributes: " + _reason_for(exc, j.item)
+                        self.t.add("critic", time.perf_counter() - t0)
                         batches.put(group)
             except BaseException as exc:  # a bug: stop the run, re-raised by the main thread
                 errors.append(exc)
