@@ -154,3 +154,25 @@ def test_interrupt_stops_cleanly_without_partial_files(tmp_path, tiny_model_dir)
     assert all(n.endswith(".jpg") and ".tmp-" not in n for n in left)
     for name in left:
         assert Image.open(tmp_path / "out" / name).size == (448, 448)  # complete files only
+
+
+def test_sources_estimated_ahead_match_the_translator(tiny_model_dir):
+    from starcli.pipeline import FrameJob
+
+    pipe = Pipeline(_cfg(tiny_model_dir))
+    frames = [np.asarray(Image.open(DATA / n).convert("RGB")) for n in ("astronaut.png", "fairface_0020.jpg")]
+    faces = pipe.detect(frames)
+    ahead = [FrameJob(pixels=f, faces=fs) for f, fs in zip(frames, faces)]
+    inline = [FrameJob(pixels=f, faces=fs) for f, fs in zip(frames, faces)]
+    pipe.align(ahead)
+    pipe.align(inline)
+    pipe.estimate_sources(ahead)
+    assert [len(j.source) for j in ahead] == [1, 2]
+    before = pipe.critic_seconds
+    pipe.translate(ahead)
+    assert pipe.critic_seconds == before  # the translator used the labels estimated ahead
+    pipe.translate(inline)
+    assert pipe.critic_seconds > before
+    for a, b in zip(ahead, inline):
+        assert torch.equal(a.source, b.source)
+        torch.testing.assert_close(a.outputs[0], b.outputs[0])
