@@ -51,6 +51,18 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The clips are tiny: one torch thread avoids spinning thread pools fighting the ffmpeg
+    processes (and other work) for the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("clips")
@@ -245,7 +257,7 @@ def test_start_end_selects_a_time_range(clips, pipeline, tmp_path):
 
 
 def test_interrupted_run_resumes_from_last_segment(pipeline, tmp_path):
-    src = _clip(tmp_path / "long.mp4", seconds=2.0, audio=True)
+    src = _clip(tmp_path / "long.mp4", seconds=1.6, audio=True)
     out = tmp_path / "out" / "long.mp4"
     out.parent.mkdir()
     cfg = _cfg(pipeline, segment_seconds=0.4)
@@ -263,9 +275,9 @@ def test_interrupted_run_resumes_from_last_segment(pipeline, tmp_path):
     assert not out.exists()  # never a partial output in place
     assert (work / "seg_00000.mp4").exists() and not list(work.glob("*.partial*"))
     report = V.process_video(src, out, pipeline, cfg)
-    assert report.resumed_frames >= 10 and report.frames == 50
+    assert report.resumed_frames >= 10 and report.frames == 40
     info = V.probe(out)
-    assert info.frames == 50 and _audio_md5(out) == _audio_md5(src) and not work.exists()
+    assert info.frames == 40 and _audio_md5(out) == _audio_md5(src) and not work.exists()
 
 
 def test_changed_settings_restart_cleanly(pipeline, tmp_path):
@@ -401,6 +413,7 @@ def _peak_rss_growth(fn) -> tuple[float, object]:
     return (peak[0] - base) / 2**20, result
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded(pipeline, tmp_path):
     """The Python process's RSS growth while processing 4 s of 640x360 stays far below the size
     of the decoded clip (the queues hold at most (2*depth+3)*batch frames)."""
