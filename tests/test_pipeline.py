@@ -156,12 +156,13 @@ def test_interrupt_stops_cleanly_without_partial_files(tmp_path, tiny_model_dir)
         assert Image.open(tmp_path / "out" / name).size == (448, 448)  # complete files only
 
 
-def test_sources_estimated_ahead_match_the_translator(tiny_model_dir):
+def test_sources_estimated_ahead_match_the_translator(tiny_model_dir, test_plugins):
     from starcli.pipeline import FrameJob
 
-    pipe = Pipeline(_cfg(tiny_model_dir))
+    pipe = Pipeline(_cfg(tiny_model_dir, **{"detect.detector": "fake"}))
     frames = [np.asarray(Image.open(DATA / n).convert("RGB")) for n in ("astronaut.png", "fairface_0020.jpg")]
     faces = pipe.detect(frames)
+    faces[1] = faces[1] * 2  # two faces in the second frame
     ahead = [FrameJob(pixels=f, faces=fs) for f, fs in zip(frames, faces)]
     inline = [FrameJob(pixels=f, faces=fs) for f, fs in zip(frames, faces)]
     pipe.align(ahead)
