@@ -148,6 +148,7 @@ def test_bad_images_and_options(dlib0):
         dlib0.detect(np.zeros((10, 10, 3), np.uint8))
     assert dlib0.detect([]) == []
     assert dlib0.detect([np.zeros((50, 70, 3), np.uint8)]) == [[]]
+    assert dlib0.detect([np.zeros((1, 1, 3), np.uint8), np.full((30, 20, 3), 128, np.uint8)]) == [[], []]
     with pytest.raises(ConfigError, match="detect.upsampling"):
         DlibDetector.from_config({"upsampling": 1})
     with pytest.raises(ConfigError, match="detect.largest_only"):
@@ -213,6 +214,8 @@ def test_mtcnn_batch_options_and_config(mtcnn):
     assert [f.box for f in single] == [f.box for f in batch[0]]
     det = mtcnn_mod.MtcnnDetector.from_config({"detector": "mtcnn", "largest_only": True, "min_face_size": 40})
     assert isinstance(det, Detector) and len(det.detect(imgs[:1])[0]) == 1
+    tiny = [np.zeros((1, 1, 3), np.uint8), np.zeros((10, 7, 3), np.uint8), np.full((60, 40, 3), 128, np.uint8)]
+    assert mtcnn.detect(tiny) == [[], [], []]
     with pytest.raises(ConfigError, match="detect.thresholds"):
         mtcnn_mod.MtcnnDetector(thresholds=[0.5])
     with pytest.raises(ConfigError, match="detect.upsampling"):
