@@ -1009,6 +1009,8 @@ def process_paths(inputs: Iterable[str | Path], out_dir: str | Path, cfg: Config
     :class:`Event` s (from worker threads; keep it quick and thread-safe).
     """
     cfg = cfg or load_config(None, search_cwd=False)
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     emit_lock = threading.Lock()
 
     def emit(ev: Event) -> None:
