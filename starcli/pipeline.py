@@ -723,7 +723,9 @@ class _Runner:
         src = frame.source.tolist() if frame.source is not None else None
         for i in range(len(frame.crops)):
             rec: dict[str, Any] = {}
-            if i < len(frame.faces):
+            if i < len(frame.faces) and hasattr(frame.faces[i], "to_dict"):
+                rec.update(frame.faces[i].to_dict())
+            elif i < len(frame.faces):
                 f = frame.faces[i]
                 rec["box"] = [round(float(v), 2) for v in f.box]
                 rec["score"] = round(float(f.score), 4)
