@@ -135,6 +135,8 @@ def paste_back(frame: torch.Tensor, crops: torch.Tensor, transforms: torch.Tenso
     """
     if frame.ndim != 3 or frame.shape[0] != 3:
         raise InputError(None, f"frame must be (3, H, W), got {tuple(frame.shape)}")
+    if not frame.is_floating_point():
+        raise InputError(None, f"frame must hold float pixels in [0, 1], got {frame.dtype}")
     if crops.ndim != 4 or crops.shape[1] != 3 or crops.shape[2] != crops.shape[3]:
         raise InputError(None, f"crops must be (n, 3, S, S), got {tuple(crops.shape)}")
     n, s = crops.shape[0], crops.shape[-1]
@@ -167,7 +169,7 @@ def paste_back(frame: torch.Tensor, crops: torch.Tensor, transforms: torch.Tenso
     inv = invert_transforms(transforms.detach().cpu().to(torch.float64))  # crop -> frame
     inv[:, :, 2] -= torch.tensor([[r[0], r[1]] for r in regions], dtype=torch.float32)  # -> region
     warped = KT.warp_affine(stack, inv.to(dev), dsize=(hmax, wmax), mode="bilinear", padding_mode="zeros",
-                            align_corners=True)
+                            align_corners=True).to(frame.dtype)
     # frame regions before any face is blended (in place, ``out`` is ``frame``)
     bases = [frame[:, y0:y1, x0:x1].clone() if inplace else frame[:, y0:y1, x0:x1] for x0, y0, x1, y1 in regions]
     for j, (x0, y0, x1, y1) in enumerate(regions):

@@ -179,6 +179,13 @@ def test_errors_and_empty():
         paste_back(frame, torch.zeros(2, 3, 32, 32), torch.eye(2, 3)[None])
     with pytest.raises(InputError, match="feather"):
         face_mask(64, feather=0.5)
+    with pytest.raises(InputError, match="float"):
+        paste_back((frame * 255).byte(), torch.zeros(1, 3, 32, 32), torch.eye(2, 3)[None])
+    # float64 frames work and keep their dtype
+    f64 = frame.double()
+    M = torch.tensor([[[1.0, 0.0, -4.0], [0.0, 1.0, -4.0]]])
+    out = paste_back(f64, warp_to_crops([f64], M, [0], 32) * 0.5, M)
+    assert out.dtype == torch.float64 and not torch.equal(out, f64)
 
 
 @pytest.mark.skipif(not DlibDetector.available()[0], reason="dlib missing")
