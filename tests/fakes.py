@@ -38,6 +38,7 @@ class FakeDetector:
     """
 
     name: ClassVar[str] = "fake"
+    thread_safe: ClassVar[bool] = True  # no shared state: Pipeline.detect skips its lock
     POINTS: ClassVar[dict[str, tuple[float, float]]] = {
         "left_eye": (0.40, 0.45), "right_eye": (0.60, 0.45), "nose": (0.50, 0.57), "mouth": (0.50, 0.66),
     }
