@@ -129,8 +129,7 @@ def test_bad_attributes_fail_fast(tmp_path, tiny_model_dir, settings, reason):
     assert result.exit_code == 2
     errors = _error_lines(result.output)
     assert len(errors) == 1 and reason in errors[0], result.output
-    if "unknown" in reason:
-        assert "black" in errors[0] and "blond" in errors[0]  # the valid choices are listed
+    assert "black" in errors[0] and "blond" in errors[0]  # the valid choices are listed
     assert not (tmp_path / "out").exists()
 
 

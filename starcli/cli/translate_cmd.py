@@ -91,7 +91,12 @@ def translate_command(
         loaded = models.load(cfg.translate.model or models.default_model_name())
         edits = build_edits(cfg, loaded.spec)
     except AttributeSpecError as exc:
-        raise _usage_error(str(exc)) from None
+        from ..attributes import describe_choices
+
+        message = str(exc)
+        if "valid settings" not in message and "choose one of" not in message:
+            message += f" (valid settings: {describe_choices(loaded.spec)})"
+        raise _usage_error(message) from None
     except StarcliError as exc:
         error_line(str(exc))
         raise typer.Exit(1) from None
