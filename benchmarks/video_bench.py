@@ -141,13 +141,13 @@ def bench_memory(args, tmp: Path) -> dict:
     info = V.probe(clip)
     o = V.VideoOptions.from_config(cfg.video)
     frame_mb = info.frame_bytes / 2**20
-    bound_frames = (2 * o.queue_depth + 3) * o.batch_frames
+    bound_frames = (2 * o.queue_depth + 5) * o.batch_frames
     half = len(samples) // 2
     return {
         "clip": f"{info.width}x{info.height}, {info.frames} frames ({seconds:g} s); decoded size "
                 f"{info.frames * frame_mb:.0f} MB",
         "frames": report.frames, "faces": report.faces, "fps": round(report.fps, 2),
-        "bound": f"(2*queue_depth+3)*batch_frames = {bound_frames} frames = {bound_frames * frame_mb:.1f} MB",
+        "bound": f"(2*queue_depth+5)*batch_frames = {bound_frames} frames = {bound_frames * frame_mb:.1f} MB",
         "python_rss_before_mb": round(base_own / 2**20, 1), "python_rss_peak_mb": round(peak[0] / 2**20, 1),
         "python_rss_growth_mb": round((peak[0] - base_own) / 2**20, 1),
         "python_rss_first_half_peak_mb": round(max(samples[:half] or [0]) / 2**20, 1),

@@ -7,9 +7,11 @@ rate (:attr:`VideoInfo.rate`, a :class:`~fractions.Fraction`), so variable-frame
 a constant-rate output of the same duration and the copied audio stays in sync.
 
 Memory: frames travel in batches of ``batch_frames`` through two queues of depth
-``queue_depth``; at most ``(2 * queue_depth + 3) * batch_frames`` frames are alive at once
-(queued, being decoded, processed and encoded), i.e. ``frame_bytes * that`` plus the processing
-stage's float32 copies of one batch (4x the uint8 size).  See docs/video.md for measured numbers.
+``queue_depth``; at most ``(2 * queue_depth + 5) * batch_frames`` frames are alive at once
+(``queue_depth + 2`` batches on the decode side, one batch and its edited copies being processed,
+``queue_depth`` queued for the encoder, one being encoded), i.e. that many times
+``frame_bytes``, plus float32 copies of the face regions of one batch, whatever the video's
+length.  See docs/video.md for measured numbers.
 
 Output files are atomic and resumable: video segments of ``segment_seconds`` are encoded into a
 work folder next to the output (``.<name>.starcli-work``), each renamed into place when complete;

@@ -416,7 +416,7 @@ def _peak_rss_growth(fn) -> tuple[float, object]:
 @pytest.mark.slow
 def test_memory_stays_bounded(pipeline, tmp_path):
     """The Python process's RSS growth while processing 4 s of 640x360 stays far below the size
-    of the decoded clip (the queues hold at most (2*depth+3)*batch frames)."""
+    of the decoded clip (at most (2*depth+5)*batch frames are alive)."""
     src = V.render_pan_clip(_astronaut(), tmp_path / "m.mp4", (640, 360), 4.0, 25, zoom=(3.0, 3.0),
                             center=(0.5, 0.85), codec_args=["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30"])
     cfg = _cfg(pipeline, batch_frames=4, queue_depth=1)
