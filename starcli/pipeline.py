@@ -716,9 +716,12 @@ class _Runner:
                 _write_output(out, blob)
                 written.append(out)
             if self.cfg.run.grid:
-                res.extras.append(str(self._write_grid(item, dec, results)))
+                grid = self._write_grid(item, dec, results)
+                written.append(grid)
+                res.extras.append(str(grid))
             if self.cfg.run.crops:
-                res.extras.extend(str(p) for p in self._write_crops(item, frame))
+                self._write_crops(item, frame, written)
+                res.extras.extend(str(p) for p in written[len(item.outputs) + bool(self.cfg.run.grid):])
             self.t.add("write", time.perf_counter() - t0, res)
             res.status, res.outputs = "done", [str(o) for o in item.outputs]
         except Exception as exc:
@@ -780,10 +783,10 @@ class _Runner:
         return media.atomic_write_bytes(path, media.encode_image(media.Decoded(arr, None, info), format=fmt,
                                                                  png_compress_level=self.cfg.run.png_compress_level))
 
-    def _write_crops(self, item: PlanItem, frame: FrameJob) -> list[Path]:
+    def _write_crops(self, item: PlanItem, frame: FrameJob, written: list[Path]) -> None:
+        """Write the aligned and translated crops; appends each file to ``written``."""
         folder = self._side_path(item, ".crops")
         folder.mkdir(parents=True, exist_ok=True)
-        written = []
         labels = [e.label() for e in self.p.edits]
 
         def save(t: torch.Tensor, name: str) -> None:
@@ -795,7 +798,6 @@ class _Runner:
             save(frame.crops[i], f"face{i}.aligned.png")
             for lab, out in zip(labels, frame.outputs):
                 save(out[i], f"face{i}.{edit_dirname(lab)}.png")
-        return written
 
     # the whole run
     def run(self, items: Sequence[PlanItem]) -> None:
