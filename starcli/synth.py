@@ -77,7 +77,7 @@ BINARY_ATTRIBUTES: tuple[str, ...] = ("Eyeglasses", "Smiling", "Beard", "Young")
 ATTRIBUTES: tuple[str, ...] = HAIR_COLOURS + BINARY_ATTRIBUTES
 GROUPS: list[list[str]] = [list(HAIR_COLOURS)]
 MASK_NAMES: tuple[str, ...] = ("hair", "eyeglasses", "mouth", "beard", "age", "face", "background")
-GENERATOR_VERSION = "starcli-synth/3"
+GENERATOR_VERSION = "starcli-synth/4"
 
 #: CelebA crop template in normalised crop units (pixel ``x = u * S - 0.5``).
 TEMPLATE: dict[str, tuple[float, float]] = {
@@ -415,9 +415,12 @@ class _Canvas:
         self._marks("polygon", xy, mask, erase)
 
     def line(self, pts, width, fill=None, mask=(), mask_width=None, draw=True, min_px=0.0):
-        """Polyline of ``width`` normalised units, at least ``min_px`` output pixels wide."""
+        """Polyline of ``width`` normalised units and at least ``min_px`` output pixels wide at
+        64 px (``min_px * sqrt(size / 64)`` pixels at other sizes, so thin strokes survive being
+        judged at 64 px)."""
         xy = self._xy(pts)
-        wf = max(width * self.W * self.s, min_px * self.k)
+        out_side = self.W / self.k
+        wf = max(width * self.W * self.s, min_px * self.k * math.sqrt(max(out_side, 1.0) / 64.0))
         w = max(1, int(round(wf)))
         if draw and fill is not None:
             self.draw.line(xy, fill=_c(fill), width=w, joint="curve")
@@ -1036,19 +1039,44 @@ def _age_features(feat: dict[str, Any], m: Mapping[str, np.ndarray], glasses: bo
                      float(np.clip(dark, 0, None).mean())], np.float32)
 
 
+_JUDGE_SIDE = 64
+
+
+def _judge_resolution(imgs: np.ndarray, ms: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Bring larger crops to the judges' calibration size (64 px): box-filtered pixels, and a
+    mask pixel is set when any covered source pixel is."""
+    n, h, w = imgs.shape[:3]
+    if max(h, w) <= _JUDGE_SIDE * 1.25:
+        return imgs, ms
+    f = max(h, w) / _JUDGE_SIDE
+    oh, ow = max(8, int(round(h / f))), max(8, int(round(w / f)))
+    if h % oh == 0 and w % ow == 0:  # integer factor: exact block pooling
+        fy, fx = h // oh, w // ow
+        small = imgs.reshape(n, oh, fy, ow, fx, 3).mean(axis=(2, 4))
+        out = {k: v.reshape(n, oh, fy, ow, fx).any(axis=(2, 4)) for k, v in ms.items()}
+        return small.astype(np.float32), out
+    small = np.stack([np.asarray(Image.fromarray(np.clip(im, 0, 255).astype(np.uint8)).resize((ow, oh), Image.BOX),
+                                 np.float32) for im in imgs])
+    out = {}
+    for k, v in ms.items():
+        out[k] = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((ow, oh), Image.BOX)) > 0
+                           for m in v])
+    return small, out
+
+
 def _logit(x: np.ndarray, wb: tuple[Sequence[float], float]) -> float:
     return float(np.dot(x, wb[0]) + wb[1])
 
 
 # Calibrated on clean renders of this generator version (seeded, see docs/synth.md): a
 # multinomial linear model on the hair colour measures and one linear score per binary attribute.
-_HAIR_W = np.array([[-5.222, -14.416, -11.408, -3.927], [4.1667, 2.021, 112.38, 2.3315], [-1.9534, 12.811, 13.172, 3.0668], [0.63707, 21.923, -87.662, 4.6437], [2.3717, -22.339, -26.482, -6.1149]], np.float32)
-_HAIR_B = np.array([35.439, -57.354, 0.31603, 11.126, 10.473], np.float32)
+_HAIR_W = np.array([[-5.0963, -13.931, -11.74, -3.8398], [4.1067, 1.6376, 111.0, 2.2599], [-1.9394, 12.855, 12.922, 3.0963], [0.57344, 21.874, -85.432, 4.6448], [2.3556, -22.435, -26.75, -6.1613]], np.float32)
+_HAIR_B = np.array([34.75, -56.411, 0.25368, 10.731, 10.676], np.float32)
 _LIN: dict[str, tuple[Sequence[float], float]] = {
-    "glasses": ((11.414, 2.5326, 18.428, -29.137, 0.51844), -0.71948),
-    "smile": ((3.1046, -4.709, 2.3646, -0.22536, -16.002, -19.876, 75.902), -3.4267),
-    "beard": ((11.579, 4.8181, -18.614, 6.6486), -6.1792),
-    "age": ((28.377, 37.506, -67.068), -6.4238),
+    "glasses": ((10.75, 0.55023, 17.745, -27.725, 2.377), 0.97999),
+    "smile": ((2.9136, -5.0813, 1.1271, -0.65016, -15.265, -20.319, 72.747), -2.4968),
+    "beard": ((8.5313, 6.6649, -21.465, 6.8903), -4.8754),
+    "age": ((29.535, 34.788, -59.609), -6.2494),
 }
 
 
@@ -1065,6 +1093,7 @@ def measure_scores(images: Any, masks: Mapping[str, Any]) -> dict[str, np.ndarra
     for k in MASK_NAMES:
         v = np.asarray(masks[k], bool).reshape((-1,) + imgs.shape[1:3])
         ms[k] = np.broadcast_to(v, (n,) + imgs.shape[1:3]) if v.shape[0] == 1 else v
+    imgs, ms = _judge_resolution(imgs, ms)
     out = {"hair_rgb": np.zeros((n, 3), np.float32), "hair": np.zeros((n, 5), np.float32),
            "glasses": np.zeros(n, np.float32), "smile": np.zeros(n, np.float32),
            "beard": np.zeros(n, np.float32), "age": np.zeros(n, np.float32)}

@@ -105,7 +105,7 @@ def test_counterfactual_differs_only_inside_masks():
 
 
 def test_judges_recover_labels():
-    imgs, labels, masks = _renders(11, 160)
+    imgs, labels, masks = _renders(11, 120)
     pred = synth.measure_attributes(imgs, masks)
     assert set(pred) == set(synth.ATTRIBUTES)
     hair = np.stack([pred[h] for h in synth.HAIR_COLOURS], 1)
