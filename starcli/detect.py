@@ -24,6 +24,7 @@ import functools
 import importlib.util
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -205,12 +206,13 @@ def dlib_model_path(filename: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _dlib_models(predictor_path: str):
-    """dlib's HOG detector and a shape predictor, loaded once per process (both are used
-    read-only: instances share them)."""
+def _dlib_predictor(predictor_path: str):
+    """A dlib shape predictor, loaded once per process. dlib documents shape predictors as safe
+    to use from several threads at once; its HOG detector is not, so each thread builds its own
+    (:meth:`DlibDetector._hog`)."""
     import dlib
 
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(predictor_path)
+    return dlib.shape_predictor(predictor_path)
 
 
 class DlibDetector:
@@ -228,9 +230,13 @@ class DlibDetector:
 
     Landmarks: ``left_eye`` / ``right_eye`` (mean of the two corners of each eye), ``nose``
     (nose base); ``points`` is the raw ``(5, 2)`` array.
+
+    ``thread_safe``: ``detect`` may be called from several threads at once (each thread gets
+    its own HOG detector; the landmark model is shared; dlib releases the GIL while it runs).
     """
 
     name: ClassVar[str] = "dlib"
+    thread_safe: ClassVar[bool] = True  # one HOG detector per thread; dlib releases the GIL
     PREDICTOR_FILE: ClassVar[str] = "shape_predictor_5_face_landmarks.dat"
     OPTIONS: ClassVar[dict[str, tuple[type, ...]]] = {
         "upsample": (int,),
@@ -259,7 +265,8 @@ class DlibDetector:
             raise PluginError(f"detector 'dlib' cannot run: {why}")
         import dlib
 
-        self._detector, self._predictor = _dlib_models(dlib_model_path(self.PREDICTOR_FILE))
+        self._predictor = _dlib_predictor(dlib_model_path(self.PREDICTOR_FILE))
+        self._local = threading.local()
         self.upsample = upsample
         self.min_face_size = float(min_face_size)
         self.largest_only = bool(largest_only)
@@ -289,10 +296,17 @@ class DlibDetector:
         """Faces per image. ``images``: list of RGB uint8 ``(H, W, 3)`` arrays, any sizes."""
         return [self._detect_one(img) for img in check_images(images)]
 
+    def _hog(self):
+        """This thread's HOG detector (dlib's detector keeps scratch buffers: not shareable)."""
+        hog = getattr(self._local, "hog", None)
+        if hog is None:
+            hog = self._local.hog = self._dlib.get_frontal_face_detector()
+        return hog
+
     def _detect_one(self, img: np.ndarray) -> list[Face]:
         dlib = self._dlib
         small, sx, sy = downscale_for_detection(img, self.max_side)
-        rects, scores, _ = self._detector.run(small, self.upsample, self.threshold)
+        rects, scores, _ = self._hog().run(small, self.upsample, self.threshold)
         faces = []
         for r, score in zip(rects, scores):
             # dlib rectangles are inclusive: right/bottom are the last pixel inside the box.

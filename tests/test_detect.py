@@ -256,3 +256,14 @@ def test_mtcnn_nms_and_box_helpers():
     assert sq.tolist() == [[-5.0, 0.0, 15.0, 20.0]]
     reg = mtcnn_mod.regress(np.array([[0.0, 0.0, 10.0, 20.0]]), np.array([[0.1, 0.1, -0.1, 0.0]]))
     assert reg.tolist() == [[1.0, 2.0, 9.0, 20.0]]
+
+
+def test_dlib_detector_is_thread_safe(dlib0):
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert DlibDetector.thread_safe
+    imgs = [load("astronaut.png"), load("grace_hopper.jpg"), load("fairface_0020.jpg"), load("fairface_0001.jpg")]
+    expected = [[f.box for f in fs] for fs in dlib0.detect(imgs)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda im: [f.box for f in dlib0.detect([im])[0]], imgs * 2))
+    assert got == expected * 2
