@@ -185,15 +185,17 @@ def worker_baseline(job: dict) -> dict:
     x = crops[:1] * 2 - 1
     c = labels[:1]
     times = []
+    budget = time.perf_counter() + job["budget"]
     with torch.no_grad():
         g(x, c)
-        for _ in range(job["repeats"]):
+        while len(times) < job["min_repeats"] or (len(times) < job["repeats"] and time.perf_counter() < budget):
             t = time.perf_counter()
             for i in range(job["baseline_calls"]):
                 g(crops[i % len(crops)][None] * 2 - 1, labels[i % len(labels)][None])
             times.append((time.perf_counter() - t) / job["baseline_calls"])
     return {
         "crops_per_s": round(1 / statistics.median(times), 2),
+        "repeats": len(times),
         "ms_per_crop": round(1000 * statistics.median(times), 1),
         "gflop_per_crop": round(gflop_per_crop(g, size), 3),
         "image_size": size,
@@ -228,9 +230,9 @@ def worker_backend(job: dict) -> dict:
         t0 = time.perf_counter()
         backend.translate(crops, labels)  # warm-up (compiles shapes, allocates)
         first_s = time.perf_counter() - t0
-        backend.translate(crops, labels)
         times = []
-        for _ in range(job["repeats"]):
+        budget = time.perf_counter() + job["budget"]
+        while len(times) < job["min_repeats"] or (len(times) < job["repeats"] and time.perf_counter() < budget):
             t = time.perf_counter()
             backend.translate(crops, labels)
             times.append(time.perf_counter() - t)
@@ -242,6 +244,7 @@ def worker_backend(job: dict) -> dict:
             "call_size": call,
             "crops_per_s": round(call / statistics.median(times), 2),
             "crops_per_s_best": round(call / min(times), 2),
+            "repeats": len(times),
             "setup_s": round(setup_s, 2),
             "first_call_s": round(first_s, 2),
             "psnr_db": round(psnr, 1) if psnr != float("inf") else "inf",
@@ -297,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attrs", help="attribute names for an official checkpoint, comma-separated")
     parser.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"backend:precision list (default {DEFAULT_BACKENDS}); precision 'default' = the backend's own")
     parser.add_argument("--batch-sizes", default="1,4,8,16", help="backend batch sizes (default 1,4,8,16)")
-    parser.add_argument("--call-size", type=int, default=16, help="crops per translate() call (default 16; at least the batch size)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported; default 5)")
+    parser.add_argument("--call-size", type=int, default=8, help="crops per translate() call (default 8; at least the batch size)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement, at most (median reported; default 7)")
+    parser.add_argument("--min-repeats", type=int, default=3, help="timed repeats per measurement, at least (default 3)")
+    parser.add_argument("--budget", type=float, default=15.0, help="seconds per measurement after which no repeat beyond --min-repeats starts (default 15)")
     parser.add_argument("--threads", type=int, default=0, help="threads per engine (default: all cores)")
     parser.add_argument("--psnr-crops", type=int, default=16, help="real face crops for the PSNR check (default 16)")
     parser.add_argument("--nice", type=int, default=0, help="run workers under nice -n N (shared machines)")
@@ -316,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         "attrs": args.attrs.split(",") if args.attrs else None,
         "threads": args.threads,
         "repeats": args.repeats,
+        "min_repeats": min(args.min_repeats, args.repeats),
+        "budget": args.budget,
     }
     wanted = [tuple((item.split(":") + ["default"])[:2]) for item in args.backends.split(",") if item]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -328,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; STARCLI_HOME={env_home}", flush=True)
         gemm_before = run_worker({"kind": "gemm", "threads": args.threads}, args.nice)
         print(f"GEMM limits: fp32 {gemm_before.get('fp32')} GFLOP/s, bf16 {gemm_before.get('bf16')} GFLOP/s", flush=True)
-        baseline = run_worker({**base, "kind": "baseline", "reference": reference, "psnr_crops": args.psnr_crops, "baseline_calls": 4}, args.nice)
+        baseline = run_worker({**base, "kind": "baseline", "reference": reference, "psnr_crops": args.psnr_crops, "baseline_calls": 2}, args.nice)
         if "error" in baseline:
             print(f"baseline failed: {baseline['error']}", file=sys.stderr)
             return 1

@@ -66,6 +66,14 @@ def _check_per_image(generator: nn.Module) -> None:
             )
 
 
+def _legacy_exporter() -> dict:
+    """Ask for the TorchScript-based exporter (torch >= 2.5 defaults to dynamo, which needs
+    onnxscript); older torch has only that exporter and no ``dynamo`` argument."""
+    import inspect
+
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def export_onnx(generator: Generator, path: str | Path, *, image_size: int = 128, opset: int = OPSET) -> Path:
     """Write ``generator`` as an ONNX file with a dynamic batch dimension; returns ``path``.
 
@@ -98,7 +106,7 @@ def export_onnx(generator: Generator, path: str | Path, *, image_size: int = 128
                 dynamic_axes={"x": {0: "batch"}, "c": {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 opset_version=opset,
                 do_constant_folding=True,
-                dynamo=False,
+                **_legacy_exporter(),
             )
         os.replace(tmp, path)
     except ModelError:

@@ -90,6 +90,7 @@ class OpenVinoBackend:
         self._source = core().read_model(str(self.onnx_path))
         self._compiled: dict[tuple[str, int], Any] = {}
         self._queue: Any = None
+        self._requests: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
 
@@ -143,6 +144,12 @@ class OpenVinoBackend:
                 self._compiled[key] = core().compile_model(model, "CPU", config)
             return self._compiled[key]
 
+    def _request(self, batch: int):
+        """A reusable inference request of the latency-mode model for ``batch`` crops."""
+        if batch not in self._requests:
+            self._requests[batch] = self.compiled(batch).create_infer_request()
+        return self._requests[batch]
+
     def translate(self, crops: Tensor, labels: Tensor) -> Tensor:
         """``(N, 3, S, S)`` [0, 1] crops + ``(N, C)`` labels -> ``(N, 3, S, S)`` [0, 1] float32.
 
@@ -166,7 +173,7 @@ class OpenVinoBackend:
             np.clip((y + np.float32(1.0)) * np.float32(0.5), 0.0, 1.0, out=out[start : start + len(y)])
 
         if n <= bs:
-            request = self.compiled(n).create_infer_request()
+            request = self._request(n)
             request.infer({"x": x_all, "c": c_all})
             store(0, request.get_output_tensor(0).data)
             return torch.from_numpy(out)
@@ -180,7 +187,7 @@ class OpenVinoBackend:
         for start in range(0, full, bs):
             queue.start_async({"x": x_all[start : start + bs], "c": c_all[start : start + bs]}, userdata=start)
         if full < n:  # remainder: its own small static shape, on the calling thread meanwhile
-            request = self.compiled(n - full).create_infer_request()
+            request = self._request(n - full)
             request.infer({"x": x_all[full:], "c": c_all[full:]})
             store(full, request.get_output_tensor(0).data)
         queue.wait_all()
