@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from starcli.align import CELEBA_TEMPLATE, estimate_transforms, face_points, template_tensor
 from starcli.detect import Face
@@ -140,4 +139,3 @@ def test_config_validation_names_the_key():
     with pytest.raises(ConfigError, match="video.beta"):
         TrackerConfig.from_config({"beta": -1.0})
     assert TrackerConfig.from_config({"beta": 1.0, "codec": "x"}).beta == 1.0  # other keys ignored
-    assert isinstance(torch.zeros(1), torch.Tensor)
