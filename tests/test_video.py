@@ -413,6 +413,37 @@ def _peak_rss_growth(fn) -> tuple[float, object]:
     return (peak[0] - base) / 2**20, result
 
 
+def test_decoder_never_runs_ahead_of_a_slow_consumer(clips, pipeline, tmp_path, monkeypatch):
+    """Bounded queues: with a slow processing stage, at most queue_depth + 2 batches are decoded
+    and not yet processed (the memory bound's decode side)."""
+    yielded, processed, ahead = [0], [0], []
+    real = V.read_frames
+
+    def counting(*a, **kw):
+        for batch in real(*a, **kw):
+            yielded[0] += 1
+            yield batch
+
+    class Slow:
+        def __init__(self, p):
+            self.p = p
+
+        def __getattr__(self, name):
+            return getattr(self.p, name)
+
+        def detect(self, frames):
+            time.sleep(0.15)
+            ahead.append(yielded[0] - processed[0])
+            processed[0] += 1
+            return self.p.detect(frames)
+
+    monkeypatch.setattr(V, "read_frames", counting)
+    cfg = _cfg(pipeline, batch_frames=2, queue_depth=1)
+    report = V.process_video(clips["silent"], tmp_path / "o.mov", Slow(pipeline), cfg)
+    assert report.frames == 30 and processed[0] == 15
+    assert max(ahead) <= 1 + 2
+
+
 @pytest.mark.slow
 def test_memory_stays_bounded(pipeline, tmp_path):
     """The Python process's RSS growth while processing 4 s of 640x360 stays far below the size
