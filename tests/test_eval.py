@@ -50,7 +50,7 @@ def test_eval_with_synth_masks(synth_run, tmp_path):
 
 def test_eval_discriminator_judge_and_limit(synth_run):
     run, data = synth_run
-    report = evaluate_model(run, data, judge="discriminator", limit=3)
+    report = evaluate_model(run, data, judge="discriminator", limit=3, precision="bf16")
     assert report.judge == "discriminator" and report.num_images == 3
     assert all(r.outside_change is None for r in report.rows)
 

@@ -131,12 +131,18 @@ def eval_command(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON.")] = None,
     judge: Annotated[str, typer.Option("--judge", help="auto, masks (synth measures) or discriminator.")] = "auto",
     device: Annotated[str, typer.Option("--device")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (generator autocast).")] = "fp32",
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: default).")] = 0,
 ) -> None:
     """Per attribute: edit success rate, change outside the edited region, reconstruction L1, time."""
     try:
         from starcli.evaluate import evaluate_model
 
-        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device)
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
+        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device, precision=precision)
     except StarcliError as exc:
         _fail(exc)
         return
