@@ -844,8 +844,7 @@ class _Runner:
                 readers.shutdown(wait=True)
                 ready.put(_DONE)
 
-        def aligner() -> None:
-            _one_torch_thread()
+        def aligner() -> None:  # keeps torch's default threads: the critic runs here
             try:
                 done = False
                 while not done:
