@@ -1168,6 +1168,7 @@ def _png_bytes(img: np.ndarray) -> bytes:
 
 
 def _write_item(args: tuple[str, int, int, int, bool, int]) -> int:
+    """Write the missing files of one item; return how many images were rendered (0-2)."""
     out_dir, seed, index, size, pairs, width = args
     root = Path(out_dir)
     name = f"{index:0{width}d}"
@@ -1176,10 +1177,12 @@ def _write_item(args: tuple[str, int, int, int, bool, int]) -> int:
     pair_p = root / "pairs" / f"{name}.png"
     todo = [not img_p.exists(), not mask_p.exists(), pairs and not pair_p.exists()]
     if not any(todo):
-        return index
+        return 0
+    rendered = 0
     params, attrs, target = dataset_item(seed, index)
     if todo[0] or todo[1]:
         img, masks = render_face(params, attrs, size)
+        rendered += 1
         if todo[1]:
             buf = io.BytesIO()
             np.savez_compressed(buf, **{k: v.astype(np.uint8) for k, v in masks.items()})
@@ -1188,8 +1191,9 @@ def _write_item(args: tuple[str, int, int, int, bool, int]) -> int:
             _atomic_write_bytes(img_p, _png_bytes(img))
     if todo[2]:
         img2, _ = render_face(params, target, size)
+        rendered += 1
         _atomic_write_bytes(pair_p, _png_bytes(img2))
-    return index
+    return rendered
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -1219,7 +1223,8 @@ def generate_dataset(
 
     Item ``i`` depends only on ``(seed, i)``, so the output is the same for any ``workers`` and a
     rerun resumes: finished files are skipped and every file is written atomically. The CSVs are
-    written last. ``on_item(k)`` is called with the number of items finished so far (including
+    written last. The summary has ``images``, ``pairs``, ``rendered`` (images drawn by this call;
+    fewer when resuming) and ``seconds``. ``on_item(k)`` is called with the number of items finished so far (including
     skipped ones). ``workers=None`` uses ``min(4, os.cpu_count())`` processes; 0 or 1 runs inline.
     """
     import time
@@ -1260,10 +1265,10 @@ def generate_dataset(
     jobs = [(str(root), int(seed), i, int(size), bool(pairs), width) for i in range(n)]
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
-    done = 0
+    done = rendered = 0
     if workers <= 1 or n < 8:
         for job in jobs:
-            _write_item(job)
+            rendered += _write_item(job)
             done += 1
             if on_item:
                 on_item(done)
@@ -1272,7 +1277,8 @@ def generate_dataset(
 
         ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
         with ctx.Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_item, jobs, chunksize=16):
+            for r in pool.imap_unordered(_write_item, jobs, chunksize=16):
+                rendered += r
                 done += 1
                 if on_item:
                     on_item(done)
@@ -1299,7 +1305,7 @@ def generate_dataset(
         _atomic_write_text(root / "pairs.csv", pr.getvalue())
     seconds = time.perf_counter() - t0
     _atomic_write_text(meta_p, json.dumps({**meta, "complete": True}, indent=2) + "\n")
-    return {"images": n, "pairs": n if pairs else 0, "seconds": seconds, "out_dir": str(root)}
+    return {"images": n, "pairs": n if pairs else 0, "rendered": rendered, "seconds": seconds, "out_dir": str(root)}
 
 
 # --------------------------------------------------------------------------------------- scenes

@@ -164,7 +164,8 @@ def test_dataset_writer_format_and_resume(tmp_path):
     (out / "pairs" / "000007.png").unlink()
     keep = out / "images" / "000001.png"
     os.utime(keep, (1, 1))
-    synth.generate_dataset(out, 10, seed=5, size=32, pairs=True, workers=0)
+    r2 = synth.generate_dataset(out, 10, seed=5, size=32, pairs=True, workers=0)
+    assert r2["rendered"] == 2 and r["rendered"] == 20
     assert (out / "images" / "000003.png").read_bytes() == img3
     assert (out / "pairs" / "000007.png").read_bytes() == pair7
     assert keep.stat().st_mtime == 1

@@ -48,13 +48,15 @@ def synth_command(
                 report = synth.generate_dataset(out, n, seed=seed, size=size, pairs=pairs, workers=workers, on_item=advance)
         seconds = max(report["seconds"], 1e-9)
         table = Table(title=f"starcli datasets synth -> {out}")
-        for column in ("what", "count", "seconds", "per second"):
-            table.add_column(column, justify="right" if column != "what" else "left")
         if scenes is not None:
-            table.add_row("scenes", str(report["images"]), f"{seconds:.1f}", f"{report['images'] / seconds:.1f}")
-            table.add_row("faces", str(report["faces"]), "", "")
+            for column in ("scenes", "faces", "seconds", "scenes/s"):
+                table.add_column(column, justify="right")
+            table.add_row(str(report["images"]), str(report["faces"]), f"{seconds:.1f}",
+                          f"{report['images'] / seconds:.1f}")
         else:
-            table.add_row("images", str(report["images"]), f"{seconds:.1f}", f"{report['images'] / seconds:.1f}")
-            if pairs:
-                table.add_row("pairs", str(report["pairs"]), "", "")
+            rendered = report["rendered"]
+            for column in ("images", "pairs", "rendered now", "seconds", "images/s"):
+                table.add_column(column, justify="right")
+            table.add_row(str(report["images"]), str(report["pairs"]), str(rendered), f"{seconds:.1f}",
+                          f"{rendered / seconds:.1f}")
         console.print(table)
