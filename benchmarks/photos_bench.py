@@ -197,6 +197,11 @@ def main() -> None:
         pipe = Pipeline(cfg, model=model, backend=backend)
         first = np.asarray(media.decode_image(sorted(photos.glob("*.jpg"))[0]).pixels)
         pipe.process_frames([first])  # warm-up outside the timing: detector, kornia, first shapes
+        size = 1
+        while size <= args.batch_size:  # and every batch shape the run may use (run.pad_batches)
+            s_ = model.spec.image_size
+            backend.translate(torch.rand(size, 3, s_, s_), torch.zeros(size, len(model.spec.attributes)))
+            size *= 2
         done_at: list[tuple[float, int]] = []
 
         def on_event(ev) -> None:

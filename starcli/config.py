@@ -78,6 +78,7 @@ class RunConfig:
     """``[run]``: batching, workers, outputs."""
 
     batch_size: int = 8             #: faces (crops) per generator call; photos are batched up to it
+    pad_batches: bool = True        #: pad partial batches to 1, 2, 4... crops (few shapes for compiling engines)
     workers: int = 2                #: threads decoding+detecting, and threads pasting+encoding
     queue_size: int = 16            #: photos in flight before the generator, and after it (each way)
     overwrite: bool = False         #: replace existing outputs

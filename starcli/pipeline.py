@@ -397,15 +397,37 @@ class Pipeline:
         if not todo:
             return 0
         crops = torch.cat([j.crops for j in todo])
+        given = None
         if all(j.source is not None and len(j.source) == len(j.crops) for j in todo):
-            self._given_sources.labels = torch.cat([j.source for j in todo])
+            given = torch.cat([j.source for j in todo])
+        n = len(crops)
+        size = self._bucket(n)
+        if size > n:  # pad to a bucket size: engines that compile per input shape see few shapes
+            crops = torch.cat([crops, crops[-1:].expand(size - n, -1, -1, -1)])
+            if given is not None:
+                given = torch.cat([given, given[-1:].expand(size - n, -1)])
+        self._given_sources.labels = given
         result = self.translator(crops)
+        if size > n:
+            result.source = result.source[:n]
+            result.outputs = [out[:n] for out in result.outputs]
         sizes = [len(j.crops) for j in todo]
         per_edit = [out.split(sizes) for out in result.outputs]
         for k, (j, src) in enumerate(zip(todo, result.source.split(sizes))):
             j.source = src
             j.outputs = [per_edit[e][k] for e in range(len(self.edits))]
         return len(crops)
+
+    def _bucket(self, n: int) -> int:
+        """Batch size to run ``n`` crops at: the next power of two, at most ``run.batch_size``
+        (``run.pad_batches``); ``n`` itself when padding is off or ``n`` exceeds the cap."""
+        cap = self.cfg.run.batch_size
+        if not self.cfg.run.pad_batches or n >= cap:
+            return n
+        size = 1
+        while size < n:
+            size *= 2
+        return min(size, cap)
 
     # -- paste --------------------------------------------------------------------------------
     def paste(self, job: FrameJob) -> list[np.ndarray]:
