@@ -177,3 +177,19 @@ def test_sources_estimated_ahead_match_the_translator(tiny_model_dir, test_plugi
     for a, b in zip(ahead, inline):
         assert torch.equal(a.source, b.source)
         torch.testing.assert_close(a.outputs[0], b.outputs[0])
+
+
+def test_partial_batches_are_padded_to_few_shapes(tiny_model_dir, test_plugins):
+    from starcli.pipeline import FrameJob
+
+    pipe = Pipeline(_cfg(tiny_model_dir, **{"detect.detector": "fake", "translate.backend": "identity", "run.batch_size": 8}))
+    shapes = []
+    real = pipe.backend.translate
+    pipe.backend.translate = lambda crops, labels: shapes.append(len(crops)) or real(crops, labels)
+    frame = np.asarray(Image.open(DATA / "fairface_0002.jpg").convert("RGB"))
+    face = pipe.detect([frame])[0]
+    for n in (1, 3, 5, 8):
+        jobs = [FrameJob(pixels=frame, faces=face * n)]
+        pipe.align(jobs)
+        assert pipe.translate(jobs) == n and len(jobs[0].outputs[0]) == n and len(jobs[0].source) == n
+    assert shapes == [1, 4, 8, 8]
