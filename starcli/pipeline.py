@@ -416,7 +416,7 @@ class Pipeline:
         for k, (j, src) in enumerate(zip(todo, result.source.split(sizes))):
             j.source = src
             j.outputs = [per_edit[e][k] for e in range(len(self.edits))]
-        return len(crops)
+        return n
 
     def _bucket(self, n: int) -> int:
         """Batch size to run ``n`` crops at: the next power of two, at most ``run.batch_size``
