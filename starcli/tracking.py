@@ -65,7 +65,7 @@ class TrackerConfig:
     max_missed: int = 2
     iou_threshold: float = 0.3
     max_centre_distance: float = 0.6
-    scene_cut: float = 0.35
+    scene_cut: float = 0.2
     min_hits: int = 1
 
     @classmethod
@@ -141,7 +141,7 @@ class SceneCutDetector:
     ``threshold`` (total variation distance, 0..1; 16 bins per channel on a subsampled frame,
     ~0.2 ms per 720p frame)."""
 
-    def __init__(self, threshold: float = 0.35, bins: int = 16, side: int = 96):
+    def __init__(self, threshold: float = 0.2, bins: int = 16, side: int = 96):
         self.threshold, self.bins, self.side = float(threshold), int(bins), int(side)
         self.prev: np.ndarray | None = None
 
