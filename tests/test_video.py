@@ -248,6 +248,23 @@ def test_segments_join_without_timing_gaps(segment, total, clips, tmp_path):
     assert min(_psnr(a, b) for a, b in zip(frames, back)) > 32
 
 
+def test_detect_every_other_frame_still_edits_every_frame(pipeline, tmp_path, monkeypatch):
+    calls = []
+    real = pipeline.detect
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(pipeline, name)
+
+        def detect(self, frames):
+            calls.append(len(frames))
+            return real(frames)
+
+    src = _clip(tmp_path / "e.mkv", seconds=0.64)
+    report = V.process_video(src, tmp_path / "o.mkv", Counting(), _cfg(pipeline, detect_every=2))
+    assert report.frames == 16 and sum(calls) == 8 and report.faces == 16
+
+
 def test_start_end_selects_a_time_range(clips, pipeline, tmp_path):
     out = tmp_path / "range.mp4"
     report = V.process_video(clips["audio"], out, pipeline, _cfg(pipeline, start=0.4, end=1.0))
