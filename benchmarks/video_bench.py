@@ -37,7 +37,7 @@ def astronaut() -> np.ndarray:
     return np.ascontiguousarray(iio.imread(ROOT / "tests" / "data" / "astronaut.png")[..., :3])
 
 
-def make_pipeline(model: str | None, backend: str, tmp: Path, threads: int, **video):
+def make_pipeline(model: str | None, backend: str, tmp: Path, threads: int, max_side: int = 0, **video):
     import torch
 
     from starcli.config import load_config
@@ -57,6 +57,8 @@ def make_pipeline(model: str | None, backend: str, tmp: Path, threads: int, **vi
     overrides = {"translate.model": model, "translate.set": ["hair=blond"], "translate.backend": backend}
     if threads:
         overrides["translate.threads"] = threads
+    if max_side:
+        overrides["detect.max_side"] = max_side
     for k, v in video.items():
         overrides[f"video.{k}"] = v
     cfg = load_config(None, overrides=overrides, search_cwd=False)
@@ -79,7 +81,8 @@ def bench_speed(args, tmp: Path) -> dict:
             w.write(f)
     encode_fps = len(frames) / (time.perf_counter() - t0)
     del frames
-    pipeline, cfg = make_pipeline(args.model, args.backend, tmp, args.threads, batch_frames=args.batch_frames)
+    pipeline, cfg = make_pipeline(args.model, args.backend, tmp, args.threads, args.detect_max_side,
+                                  batch_frames=args.batch_frames)
     # warm-up (model, detector, kernels)
     V.process_video(clip, tmp / "warm.mp4", pipeline, cfg, options=V.VideoOptions(end=0.4, batch_frames=args.batch_frames))
     report = V.process_video(clip, tmp / "out.mp4", pipeline, cfg)
@@ -90,7 +93,8 @@ def bench_speed(args, tmp: Path) -> dict:
     return {
         "clip": f"{info.width}x{info.height} {float(info.rate):g} fps, {info.frames} frames, one face",
         "backend": f"{getattr(pipeline.backend, 'name', '?')} ({getattr(pipeline.backend, 'precision', '')})",
-        "model": pipeline.spec.name, "crop": pipeline.crop_size,
+        "model": pipeline.spec.name, "crop": pipeline.crop_size, "detect_max_side": cfg.detect.max_side,
+        "torch_threads": __import__("torch").get_num_threads(),
         "end_to_end_fps": round(report.fps, 2), "wall_seconds": round(report.seconds, 2),
         "faces": report.faces, "decode_only_fps": round(decode_fps, 1), "encode_only_fps": round(encode_fps, 1),
         "stage_busy_seconds": {k: round(v, 2) for k, v in stages.items()},
@@ -225,6 +229,7 @@ def main() -> None:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--batch-frames", type=int, default=8)
+    ap.add_argument("--detect-max-side", type=int, default=0, help="detect.max_side (0: the default 2048)")
     ap.add_argument("--memory", type=float, default=0.0, help="also measure peak RSS on a clip this long (s)")
     ap.add_argument("--jitter", action="store_true", help="measure alignment jitter with and without smoothing")
     ap.add_argument("--jitter-seconds", type=float, default=4.0)
