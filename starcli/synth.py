@@ -77,7 +77,7 @@ BINARY_ATTRIBUTES: tuple[str, ...] = ("Eyeglasses", "Smiling", "Beard", "Young")
 ATTRIBUTES: tuple[str, ...] = HAIR_COLOURS + BINARY_ATTRIBUTES
 GROUPS: list[list[str]] = [list(HAIR_COLOURS)]
 MASK_NAMES: tuple[str, ...] = ("hair", "eyeglasses", "mouth", "beard", "age", "face", "background")
-GENERATOR_VERSION = "starcli-synth/4"
+GENERATOR_VERSION = "starcli-synth/5"
 
 #: CelebA crop template in normalised crop units (pixel ``x = u * S - 0.5``).
 TEMPLATE: dict[str, tuple[float, float]] = {
@@ -643,11 +643,10 @@ def _draw_person(cv: _Canvas, p: FaceParams, a: Mapping[str, int]) -> None:
         cv.polygon(inner_up + inner_lo, fill=(55, 12, 18))
         teeth_lo = _arc(mx, my + 0.001, w * 0.84, 0.022, 0, 180, 12)
         cv.polygon(inner_up + teeth_lo, fill=(244, 242, 236))
-        # cheek bulges at the corners
+        # dimples: short outward arcs at the mouth corners
         for s in (-1, 1):
-            cv.line(_arc(mx + s * (w + 0.004), my - 0.006, 0.012, 0.02, -90 + s * 90, 90 + s * 90, 6)
-                    if s > 0 else _arc(mx - w - 0.004, my - 0.006, 0.012, 0.02, 90, 270, 6), 0.006,
-                    fill=(0, 0, 0, 50))
+            a0, a1 = (-90, 90) if s > 0 else (90, 270)
+            cv.line(_arc(mx + s * (w + 0.004), my - 0.006, 0.012, 0.02, a0, a1, 6), 0.006, fill=(0, 0, 0, 50))
     else:
         upper = _arc(mx, my + 0.002, mw, 0.017, 180, 360, 14)
         lower = _arc(mx, my - 0.002, mw * 0.95, 0.022, 0, 180, 14)
@@ -1073,10 +1072,10 @@ def _logit(x: np.ndarray, wb: tuple[Sequence[float], float]) -> float:
 _HAIR_W = np.array([[-5.0963, -13.931, -11.74, -3.8398], [4.1067, 1.6376, 111.0, 2.2599], [-1.9394, 12.855, 12.922, 3.0963], [0.57344, 21.874, -85.432, 4.6448], [2.3556, -22.435, -26.75, -6.1613]], np.float32)
 _HAIR_B = np.array([34.75, -56.411, 0.25368, 10.731, 10.676], np.float32)
 _LIN: dict[str, tuple[Sequence[float], float]] = {
-    "glasses": ((10.75, 0.55023, 17.745, -27.725, 2.377), 0.97999),
-    "smile": ((2.9136, -5.0813, 1.1271, -0.65016, -15.265, -20.319, 72.747), -2.4968),
-    "beard": ((8.5313, 6.6649, -21.465, 6.8903), -4.8754),
-    "age": ((29.535, 34.788, -59.609), -6.2494),
+    "glasses": ((10.75, 0.55027, 17.745, -27.725, 2.377), 0.97999),
+    "smile": ((2.7876, -4.9838, 1.1749, -0.54339, -15.422, -20.387, 72.857), -2.5009),
+    "beard": ((8.5299, 6.666, -21.464, 6.8972), -4.876),
+    "age": ((29.624, 34.635, -59.223), -6.2493),
 }
 
 
@@ -1085,7 +1084,8 @@ def measure_scores(images: Any, masks: Mapping[str, Any]) -> dict[str, np.ndarra
 
     Returns ``hair_rgb`` (N, 3) median hair colour, ``hair`` (N, 5) colour scores in
     :data:`HAIR_COLOURS` order, and float (N,) scores ``glasses``, ``smile``, ``beard``, ``age``
-    (positive means present; ``age`` positive means old).
+    (positive means present; ``age`` positive means old). ``_raw`` holds the measure vectors
+    behind each score (used to recalibrate the weights after the drawing changes).
     """
     imgs = _to_uint8_nhwc(images).astype(np.float32)
     n = imgs.shape[0]
@@ -1245,7 +1245,7 @@ def generate_dataset(
         "attributes": list(ATTRIBUTES),
         "groups": GROUPS,
         "masks": list(MASK_NAMES),
-        "template": {k: list(v) for k, v in TEMPLATE.items() if k != "nose"},
+        "template": {k: list(v) for k, v in TEMPLATE.items()},
     }
     meta_p = root / "dataset.json"
     if meta_p.exists():
