@@ -389,7 +389,8 @@ def expected_frames(info: VideoInfo, start: float = 0.0, end: float | None = Non
     """Frames :func:`read_frames` should give for ``[start, end)`` at ``info.rate`` (estimate for
     VFR input; exact for constant-rate input read whole: ``info.frames``)."""
     stop = info.duration if end is None else min(end, info.duration)
-    if start <= 0 and end is None and not info.vfr and info.frames > 0:
+    native = abs(float(info.rate) - info.tbr) <= 0.01 * max(info.tbr, 1e-6)  # not resampled (``fps``)
+    if start <= 0 and end is None and not info.vfr and info.frames > 0 and native:
         return info.frames
     return max(0, int(round((stop - max(start, 0.0)) * float(info.rate))))
 

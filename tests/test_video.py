@@ -11,6 +11,7 @@ import hashlib
 import subprocess
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,14 @@ def test_detect_every_other_frame_still_edits_every_frame(pipeline, tmp_path, mo
     src = _clip(tmp_path / "e.mkv", seconds=0.64)
     report = V.process_video(src, tmp_path / "o.mkv", Counting(), _cfg(pipeline, detect_every=2))
     assert report.frames == 16 and sum(calls) == 8 and report.faces == 16
+
+
+def test_fps_option_resamples_to_a_new_constant_rate(clips, pipeline, tmp_path):
+    out = tmp_path / "half.mp4"
+    report = V.process_video(clips["audio"], out, pipeline, _cfg(pipeline, fps=12.5))
+    info = V.probe(out)
+    assert report.frames == 15 and info.frames == 15 and info.rate == Fraction(25, 2)
+    assert abs(info.duration - 1.2) < 0.1 and _audio_md5(out) == _audio_md5(clips["audio"])
 
 
 def test_start_end_selects_a_time_range(clips, pipeline, tmp_path):
