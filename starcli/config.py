@@ -119,7 +119,7 @@ class VideoConfig:
     max_missed: int = 2             #: frames a track is bridged without a detection
     iou_threshold: float = 0.3      #: box IoU to continue a track
     max_centre_distance: float = 0.6  #: else centre distance (face sizes) to continue a track
-    scene_cut: float = 0.35         #: colour-histogram distance that resets tracks; 0 = off
+    scene_cut: float = 0.2          #: colour-histogram distance that resets tracks; 0 = off
     min_hits: int = 1               #: detections before a track's faces are edited
 
 
