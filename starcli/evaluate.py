@@ -32,6 +32,7 @@ from torch import Tensor
 
 from starcli.data import ImageStore, load_dataset
 from starcli.errors import InputError, ModelError
+from starcli.translate import edit_crops
 
 __all__ = ["EvalRow", "EvalReport", "evaluate_model", "edits_for"]
 
@@ -56,6 +57,7 @@ class EvalReport:
     data: str
     judge: str
     num_images: int
+    edit_mode: str = "direct"
     rows: list[EvalRow] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -96,10 +98,8 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def _load_model(path: str | Path) -> Any:
-    try:
-        from starcli.models import load
-    except ImportError as exc:  # pragma: no cover - models.py always ships
-        raise ModelError(f"starcli.models unavailable ({exc})") from None
+    from starcli.models import load
+
     return load(path, with_discriminator=True)
 
 
@@ -134,13 +134,15 @@ def evaluate_model(
     judge: str = "auto",
     device: str = "auto",
     precision: str = "fp32",
+    edit_mode: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Translate held-out images of ``data`` with ``model`` and measure each edit (see module doc).
 
     ``judge``: ``auto`` (masks when the dataset has them and the synth attributes, else the
     discriminator), ``masks`` or ``discriminator``. ``precision``: ``fp32`` or ``bf16`` (autocast
-    for the generator, faster on CPUs with bf16). Raises :class:`InputError` / :class:`ModelError`.
+    for the generator, faster on CPUs with bf16). ``edit_mode``: ``direct`` or ``difference``
+    (default: the model card's; see :func:`starcli.translate.edit_crops`). Raises :class:`InputError` / :class:`ModelError`.
     """
     if precision not in ("fp32", "bf16"):
         raise InputError(None, f"unknown precision {precision!r} (fp32 or bf16)")
@@ -199,7 +201,15 @@ def evaluate_model(
     src_pred = np.concatenate([run_judge(x_all[i : i + batch_size], np.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
     src_acc = (src_pred == labels.numpy()).mean(0)
 
-    report = EvalReport(model=str(model), data=str(data), judge=judge_name, num_images=n)
+    mode = edit_mode or spec.edit_mode
+
+    def generate(crops: Tensor, c: Tensor) -> Tensor:
+        """The generator on ``[0, 1]`` crops, as the translate stage runs it."""
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        with torch.no_grad(), amp:
+            return ((G(crops * 2 - 1, c).float() + 1) / 2).clamp(0, 1)
+
+    report = EvalReport(model=str(model), data=str(data), judge=judge_name, num_images=n, edit_mode=mode)
     for attr, kind in edits_for(attributes, groups):
         k = attributes.index(attr)
         group = next((g for g in groups if attr in g), None)
@@ -223,14 +233,11 @@ def evaluate_model(
                 c_trg[:, k] = 1.0
             else:
                 c_trg[:, k] = 1.0 - c_trg[:, k]
-            amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-            with torch.no_grad(), amp:
-                t0 = time.perf_counter()
-                y = G(x * 2 - 1, c_trg).float()
-                t_fwd += time.perf_counter() - t0
-                rec = G(y, c_src).float()
-            y01 = ((y.float() + 1) / 2).clamp(0, 1)
-            rec_sum += float(((rec.float() + 1) / 2 - x).abs().mean(dim=(1, 2, 3)).sum())
+            t0 = time.perf_counter()
+            y01 = edit_crops(generate, x, c_src, [c_trg], mode)[0]
+            t_fwd += time.perf_counter() - t0
+            rec01 = edit_crops(generate, y01, c_trg, [c_src], mode)[0]
+            rec_sum += float((rec01 - x).abs().mean(dim=(1, 2, 3)).sum())
             pred = run_judge(y01, idx)
             ok += int((pred[:, k] == c_trg[:, k].cpu().numpy()).sum())
             if use_masks:

@@ -53,7 +53,9 @@ class ModelSpec:
     ``attributes`` are the label names in the generator's label order; ``groups`` lists
     mutually exclusive attributes (one hair colour at a time); ``image_size`` is the crop side in
     pixels; ``default_source`` gives the source labels assumed for a face when no discriminator
-    can estimate them.
+    can estimate them.  ``edit_mode`` is how edits are produced by default (``direct``:
+    ``G(x, c_trg)`` as in StarGAN; ``difference``: ``x + G(x, c_trg) - G(x, c_src)``, see
+    :func:`starcli.translate.edit_crops`).
     """
 
     name: str
@@ -67,6 +69,7 @@ class ModelSpec:
         default_factory=lambda: {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     )
     instance_norm: str = "per_image"
+    edit_mode: str = "direct"
     default_source: dict[str, int] = field(default_factory=dict)
     license: str = "unknown"
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +117,7 @@ class ModelSpec:
                 template=CropTemplate(name=str(tpl.get("name", "celeba")), points=points),
                 normalization=card.get("normalization") or {"mean": [0.5] * 3, "std": [0.5] * 3},
                 instance_norm=str(card.get("instance_norm", "per_image")),
+                edit_mode=str(card.get("edit_mode", "direct")),
                 default_source={str(k): int(v) for k, v in (card.get("default_source") or {}).items()},
                 license=str(card.get("license", "unknown")),
                 provenance=dict(card.get("provenance") or {}),

@@ -9,12 +9,14 @@ names.  Crops are ``(N, 3, S, S)`` float32 in ``[0, 1]`` with ``S = spec.image_s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .attributes import Edit, labels_from_logits, parse_source
+from .errors import AttributeSpecError
 from .backends import Backend
 from .models import StarganModel
 
@@ -36,6 +38,33 @@ def estimate_source_labels(model: StarganModel, crops: Tensor) -> Tensor:
     return labels_from_logits(logits.float(), model.spec)
 
 
+EDIT_MODES = ("direct", "difference")
+
+
+def edit_crops(translate: Callable[[Tensor, Tensor], Tensor], crops: Tensor, source: Tensor, targets: list[Tensor], mode: str = "direct") -> list[Tensor]:
+    """Apply each target label set to ``crops`` with ``translate(crops, labels) -> crops``.
+
+    crops ``(N, 3, S, S)`` in ``[0, 1]``; source and each target ``(N, C)`` 0/1.  Returns one
+    ``(N, 3, S, S)`` batch in ``[0, 1]`` per target; all edits go through ``translate`` in one call.
+
+    ``mode="direct"`` is StarGAN's output ``G(x, c_trg)``.  ``mode="difference"`` returns
+    ``x + G(x, c_trg) - G(x, c_src)``: the generator's own reconstruction error cancels wherever
+    the edit changes nothing, so regions outside the edit keep the input's pixels (one extra
+    generator pass per face, shared by all edits).
+    """
+    if mode not in EDIT_MODES:
+        raise ValueError(f"edit mode must be one of {', '.join(EDIT_MODES)}, not {mode!r}")
+    n = len(crops)
+    if n == 0:
+        return [crops.clone() for _ in targets]
+    labels = list(targets) + ([source] if mode == "difference" else [])
+    outputs = list(translate(crops.repeat(len(labels), 1, 1, 1), torch.cat(labels)).split(n))
+    if mode == "direct":
+        return outputs
+    reconstruction = outputs.pop()
+    return [(crops + out - reconstruction).clamp_(0.0, 1.0) for out in outputs]
+
+
 @dataclass
 class TranslationResult:
     """Per-batch output: ``source`` labels ``(N, C)``; ``outputs[k]`` crops for ``edits[k]``."""
@@ -52,10 +81,13 @@ class FaceTranslator:
     string such as ``"hair=brown,no-male"`` applied on top of the card's default.
     """
 
-    def __init__(self, model: StarganModel, backend: Backend, edits: list[Edit], source: str = "auto"):
+    def __init__(self, model: StarganModel, backend: Backend, edits: list[Edit], source: str = "auto", edit_mode: str | None = None):
         self.model = model
         self.backend = backend
         self.edits = edits
+        self.edit_mode = edit_mode or model.spec.edit_mode
+        if self.edit_mode not in EDIT_MODES:
+            raise AttributeSpecError(f"edit mode must be one of {', '.join(EDIT_MODES)}, not '{self.edit_mode}'")
         self.use_critic = source == "auto" and model.discriminator is not None
         fixed = parse_source(None if source == "auto" else source, model.spec)
         self.fixed_source = torch.tensor([[float(fixed[a]) for a in model.spec.attributes]])
@@ -73,7 +105,5 @@ class FaceTranslator:
         """
         source = self.source_labels(crops)
         targets = [edit.apply(source) for edit in self.edits]
-        if len(crops) == 0:
-            return TranslationResult(source, targets, [crops.clone() for _ in self.edits])
-        stacked = self.backend.translate(crops.repeat(len(self.edits), 1, 1, 1), torch.cat(targets))
-        return TranslationResult(source, targets, list(stacked.split(len(crops))))
+        outputs = edit_crops(self.backend.translate, crops, source, targets, self.edit_mode)
+        return TranslationResult(source, targets, outputs)

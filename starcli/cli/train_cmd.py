@@ -124,7 +124,7 @@ def train_command(
 
 
 def eval_command(
-    model: Annotated[Path, typer.Argument(help="Model bundle or training run folder.")],
+    model: Annotated[str, typer.Argument(help="Model name, bundle or training run folder.")],
     data: Annotated[Path, typer.Argument(help="Held-out dataset (same layouts as train).")],
     limit: Annotated[int, typer.Option("--limit", help="Evaluate at most N images (0: all).")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
@@ -133,6 +133,7 @@ def eval_command(
     device: Annotated[str, typer.Option("--device")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (generator autocast).")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: default).")] = 0,
+    edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct or difference (default: the model card's).")] = None,
 ) -> None:
     """Per attribute: edit success rate, change outside the edited region, reconstruction L1, time."""
     try:
@@ -142,11 +143,11 @@ def eval_command(
             import torch
 
             torch.set_num_threads(threads)
-        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device, precision=precision)
+        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device, precision=precision, edit_mode=edit_mode)
     except StarcliError as exc:
         _fail(exc)
         return
-    table = Table(title=f"eval {report.model} on {report.data} ({report.num_images} images, judge: {report.judge})")
+    table = Table(title=f"eval {report.model} on {report.data} ({report.num_images} images, judge: {report.judge}, edit mode: {report.edit_mode})")
     for col in ("attribute", "target", "n", "success", "outside change", "rec L1", "ms/img"):
         table.add_column(col, justify="left" if col in ("attribute", "target") else "right")
     for r in report.rows:
