@@ -12,17 +12,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model", "list_plugins", "pull_model", "process_paths", "StarcliError"]
+__all__ = ["__version__", "load_config", "load_model", "list_plugins", "pull_model", "process_paths", "Pipeline", "StarcliError"]
 
 _LAZY = {
     "load_model": ("starcli.models", "load"),
     "pull_model": ("starcli.models", "pull_model"),
     "list_plugins": ("starcli.plugins", "list_plugins"),
     "process_paths": ("starcli.pipeline", "process_paths"),
+    "Pipeline": ("starcli.pipeline", "Pipeline"),
+    "load_config": ("starcli.config", "load_config"),
     "StarcliError": ("starcli.errors", "StarcliError"),
 }
 
-_SUBMODULES = {"models", "plugins", "pipeline", "detect", "align", "paste", "translate", "attributes", "spec", "stargan", "media", "video", "train", "synth", "backends", "errors"}
+_SUBMODULES = {"models", "plugins", "pipeline", "detect", "align", "paste", "translate", "attributes", "spec", "stargan", "media", "video", "train", "synth", "backends", "errors", "config", "evaluate", "tracking", "data", "augment", "export"}
 
 
 def __getattr__(name: str) -> Any:
