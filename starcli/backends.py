@@ -44,6 +44,15 @@ class Backend(Protocol):
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+def checked_options(backend: str, section: Mapping[str, Any], allowed: set[str]) -> dict[str, Any]:
+    """``section`` as a dict; unknown keys raise a :class:`PluginError` listing the valid ones."""
+    options = dict(section)
+    unknown = set(options) - allowed
+    if unknown:
+        raise PluginError(f"backend '{backend}': unknown options {', '.join(sorted(unknown))} (valid: {', '.join(sorted(allowed))})")
+    return options
+
+
 class TorchBackend:
     """PyTorch execution of the generator on ``device`` with optional autocast.
 
@@ -75,10 +84,7 @@ class TorchBackend:
 
     @classmethod
     def from_config(cls, model: StarganModel, section: Mapping[str, Any]) -> "TorchBackend":
-        options = dict(section)
-        unknown = set(options) - {"precision", "batch_size", "channels_last", "device", "threads"}
-        if unknown:
-            raise PluginError(f"backend '{cls.name}': unknown options {', '.join(sorted(unknown))}")
+        options = checked_options(cls.name, section, {"precision", "batch_size", "channels_last", "device", "threads"})
         threads = options.pop("threads", None)
         if threads:
             torch.set_num_threads(int(threads))

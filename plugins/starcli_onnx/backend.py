@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from starcli.backends import checked_options
 from starcli.errors import PluginError
 from starcli.models import StarganModel
 
@@ -73,10 +74,7 @@ class OnnxBackend:
 
     @classmethod
     def from_config(cls, model: StarganModel, section: Mapping[str, Any]) -> "OnnxBackend":
-        options = dict(section)
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise PluginError(f"backend 'onnx': unknown options {', '.join(sorted(unknown))} (valid: {', '.join(sorted(OPTIONS))})")
+        options = checked_options("onnx", section, OPTIONS)
         return cls(model, **options)
 
     def translate(self, crops: Tensor, labels: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from starcli.backends import checked_options
 from starcli.errors import PluginError
 from starcli.models import StarganModel
 
@@ -116,10 +117,7 @@ class OpenVinoBackend:
 
     @classmethod
     def from_config(cls, model: StarganModel, section: Mapping[str, Any]) -> "OpenVinoBackend":
-        options = dict(section)
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise PluginError(f"backend 'openvino': unknown options {', '.join(sorted(unknown))} (valid: {', '.join(sorted(OPTIONS))})")
+        options = checked_options("openvino", section, OPTIONS)
         return cls(model, **options)
 
     def compiled(self, batch: int, mode: str = "latency"):

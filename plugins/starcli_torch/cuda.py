@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import Tensor
 
+from starcli.backends import checked_options
 from starcli.errors import PluginError
 from starcli.models import StarganModel
 
@@ -70,10 +71,7 @@ class CudaBackend:
 
     @classmethod
     def from_config(cls, model: StarganModel, section: Mapping[str, Any]) -> "CudaBackend":
-        options = dict(section)
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise PluginError(f"backend 'cuda': unknown options {', '.join(sorted(unknown))} (valid: {', '.join(sorted(OPTIONS))})")
+        options = checked_options("cuda", section, OPTIONS)
         options.pop("threads", None)  # host threads do not matter here
         return cls(model, **options)
 
