@@ -8,6 +8,7 @@ names.  Crops are ``(N, 3, S, S)`` float32 in ``[0, 1]`` with ``S = spec.image_s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,7 +26,8 @@ from .models import StarganModel
 def estimate_source_labels(model: StarganModel, crops: Tensor) -> Tensor:
     """Attribute labels ``(N, C)`` 0/1 of ``crops`` ``(N, 3, S, S)`` [0, 1] from the critic.
 
-    Crops are resized to the discriminator's input size if needed.  Raises ValueError when the
+    Crops are resized to the discriminator's input size if needed; on CPUs with native bf16 the
+    critic runs under bf16 autocast.  Raises ValueError when the
     model has no discriminator.
     """
     if model.discriminator is None:
@@ -34,8 +36,19 @@ def estimate_source_labels(model: StarganModel, crops: Tensor) -> Tensor:
     x = crops * 2.0 - 1.0
     if x.shape[-1] != side:
         x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-    _, logits = model.discriminator(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=x.device.type == "cpu" and cpu_has_bf16()):
+        _, logits = model.discriminator(x)
     return labels_from_logits(logits.float(), model.spec)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (oneDNN); then the critic, whose
+    logits are only thresholded, runs under bf16 autocast (about 2x faster)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 EDIT_MODES = ("direct", "difference")
