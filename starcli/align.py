@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from starcli.errors import InputError
+from starcli.spec import CELEBA_POINTS
 
 __all__ = [
     "CELEBA_TEMPLATE",
@@ -46,12 +47,7 @@ __all__ = [
 # and 54); their least-squares similarity to the three CelebA points (median residual 0.008 crop
 # units) mapped the 5-point model's nose base into the template. Per-axis median: (0.50088,
 # 0.68050); interquartile range u 0.482..0.522, v 0.670..0.691.
-CELEBA_TEMPLATE: dict[str, tuple[float, float]] = {
-    "left_eye": (0.39463, 0.51404),
-    "right_eye": (0.60526, 0.51404),
-    "nose": (0.50088, 0.68050),  # calibrated, see above
-    "mouth": (0.49962, 0.74727),
-}
+CELEBA_TEMPLATE: dict[str, tuple[float, float]] = CELEBA_POINTS  # starcli.spec holds the one copy
 
 
 def template_tensor(template: Mapping[str, Sequence[float]], names: Sequence[str]) -> torch.Tensor:

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from starcli.errors import InputError
+from starcli.spec import CELEBA_POINTS
 
 __all__ = [
     "ATTRIBUTES",
@@ -79,13 +80,9 @@ GROUPS: list[list[str]] = [list(HAIR_COLOURS)]
 MASK_NAMES: tuple[str, ...] = ("hair", "eyeglasses", "mouth", "beard", "age", "face", "background")
 GENERATOR_VERSION = "starcli-synth/5"
 
-#: CelebA crop template in normalised crop units (pixel ``x = u * S - 0.5``).
-TEMPLATE: dict[str, tuple[float, float]] = {
-    "left_eye": (0.39463, 0.51404),
-    "right_eye": (0.60526, 0.51404),
-    "nose": (0.50088, 0.6805),
-    "mouth": (0.49962, 0.74727),
-}
+#: CelebA crop template in normalised crop units (pixel ``x = u * S - 0.5``): the one constant
+#: shared with alignment and model cards.
+TEMPLATE: dict[str, tuple[float, float]] = CELEBA_POINTS
 
 _EYE_Y = 0.51404
 _EYE_DX = (0.60526 - 0.39463) / 2.0  # half the inter-eye distance
