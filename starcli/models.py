@@ -242,24 +242,24 @@ def _load_strict(module: nn.Module, state: Mapping[str, Tensor], path: Path | st
         raise ModelError(f"{path}: weights do not fit the architecture: {detail[:300]}") from None
 
 
-def build_generator(state: Mapping[str, Tensor], path: Path | str) -> Generator:
+def _build(cls: type, infer: Callable[[Mapping[str, Tensor]], object], state: Mapping[str, Tensor], path: Path | str) -> nn.Module:
+    """Infer the architecture from ``state``'s shapes, build ``cls`` and load strictly (eval,
+    no gradients); one-line :class:`ModelError` naming ``path`` on any mismatch."""
     try:
-        config = infer_generator_config(state)
+        config = infer(state)
     except ValueError as exc:
         raise ModelError(f"{path}: {exc}") from None
-    generator = Generator(config)
-    _load_strict(generator, state, path)
-    return generator.eval().requires_grad_(False)
+    module = cls(config)
+    _load_strict(module, state, path)
+    return module.eval().requires_grad_(False)
+
+
+def build_generator(state: Mapping[str, Tensor], path: Path | str) -> Generator:
+    return _build(Generator, infer_generator_config, state, path)
 
 
 def build_discriminator(state: Mapping[str, Tensor], path: Path | str) -> Discriminator:
-    try:
-        config = infer_discriminator_config(state)
-    except ValueError as exc:
-        raise ModelError(f"{path}: {exc}") from None
-    disc = Discriminator(config)
-    _load_strict(disc, state, path)
-    return disc.eval().requires_grad_(False)
+    return _build(Discriminator, infer_discriminator_config, state, path)
 
 
 def load_official(g_path: Path, attributes: list[str], *, name: str | None = None, with_discriminator: bool = True) -> StarganModel:
