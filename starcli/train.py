@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from starcli.augment import AugmentConfig, build_augmenter
 from starcli.data import ImageStore, LabeledImages, load_dataset, memory_fits
-from starcli.errors import ConfigError, InputError, ModelError
+from starcli.errors import ConfigError, InputError, ModelError, StarcliError
 from starcli.spec import CELEBA_POINTS
 from starcli.stargan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, config_dict
 
@@ -134,6 +134,7 @@ class RunConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads (0: leave torch's default)
     resume: str = ""  # run folder or checkpoint folder to continue from
+    init: str = ""  # model (name, bundle or run folder) whose G and D weights start the run (fine-tuning)
     save_every: int = 5000
     keep_last: int = 3
     max_steps: int = 0  # stop (and checkpoint) after this many steps in this invocation (0: run to optim.iters)
@@ -776,10 +777,32 @@ class _Trainer:
         self.g_steps = 0
         if self.resume_state is not None:
             self._load_state(self.resume_state)
+        elif cfg.run.init:
+            self._load_init(cfg.run.init)
         self.losses: dict[str, float] = {}
         self.writer = None
 
     # -------------------------------------------------------------- state
+    def _load_init(self, name: str) -> None:
+        """Start from the weights of a model (fine-tuning): G, G_ema and D; fresh optimisers and
+        schedule. The model must have this run's attributes (same order) and architecture."""
+        from starcli.models import load
+
+        try:
+            m = load(name)
+        except StarcliError as exc:
+            raise ConfigError(f"run.init: {exc}") from None
+        if list(m.spec.attributes) != self.attributes:
+            raise ConfigError(f"run.init: {name} has attributes {list(m.spec.attributes)}, the dataset has {self.attributes}")
+        if m.discriminator is None:
+            raise ConfigError(f"run.init: {name} has no discriminator weights (fine-tuning needs both networks)")
+        try:
+            for target, source in ((self.G, m.generator), (self.G_ema, m.generator), (self.D, m.discriminator)):
+                target.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+        except RuntimeError as exc:
+            raise ConfigError(f"run.init: {name} differs from this run's model config ({str(exc).splitlines()[0]})") from None
+        self.dist.broadcast_params(self.G, self.D)
+
     def _load_state(self, st: Mapping[str, Any]) -> None:
         saved_attrs = st.get("attributes")
         if saved_attrs is not None and list(saved_attrs) != self.attributes:
@@ -870,6 +893,7 @@ class _Trainer:
                 "step": step,
                 "iters": cfg.optim.iters,
                 "generator_weights": "ema" if cfg.optim.ema_decay > 0 else "raw",
+                "init": cfg.run.init or None,
             },
             "quality": {},
             "recipe": asdict(cfg),

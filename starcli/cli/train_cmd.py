@@ -33,6 +33,7 @@ def train_command(
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Training resolution (data.image_size).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N (run.device).")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Run or checkpoint folder to continue exactly.")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from this model's weights (name, bundle or run folder; run.init): fine-tuning.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (run.seed).")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="auto, fp32, bf16, fp16 (run.precision).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (run.threads).")] = None,
@@ -63,6 +64,7 @@ def train_command(
         "run.max_steps": max_steps,
         "run.max_minutes": max_minutes,
         "run.resume": str(resume) if resume is not None else None,
+        "run.init": init,
     }
     try:
         base = None
