@@ -8,7 +8,11 @@ A backend plugin (entry-point group ``starcli.backends``) is a class with
 - ``from_config(model, section) -> Backend`` classmethod (``section``: backend options such as
   ``precision``, ``batch_size``, ``threads``);
 - ``translate(crops, labels) -> crops``: crops ``(N, 3, S, S)`` float32 in ``[0, 1]``, labels
-  ``(N, C)`` 0/1 in the model's attribute order; returns ``(N, 3, S, S)`` float32 in ``[0, 1]``.
+  ``(N, C)`` 0/1 in the model's attribute order; returns ``(N, 3, S, S)`` float32 in ``[0, 1]``;
+- optionally ``classify(crops) -> logits``: the model's critic (source-attribute classifier) on
+  crops ``(N, 3, S, S)`` float32 in ``[0, 1]`` at the critic's size, logits ``(N, C)`` float32.
+  It is called from another thread than ``translate`` (the pipeline overlaps them); without it
+  the PyTorch critic runs.
 
 :class:`TorchBackend` implements this on PyTorch; the first-party ``cpu`` and ``cuda`` plugins in
 ``plugins/starcli_torch`` derive from it.

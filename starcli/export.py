@@ -1,4 +1,4 @@
-"""Export a StarGAN generator to ONNX for inference engines (ONNX Runtime, OpenVINO).
+"""Export a StarGAN generator (and its critic) to ONNX for inference engines (ONNX Runtime, OpenVINO).
 
 The exported graph has the official test-time semantics: every InstanceNorm normalises each
 image by its own statistics (an ONNX ``InstanceNormalization`` op), which is also what lets the
@@ -7,6 +7,9 @@ batch dimension stay dynamic.  Inputs and output are those of ``Generator.forwar
 - ``x``: ``(N, 3, S, S)`` float32 in ``[-1, 1]``
 - ``c``: ``(N, C)`` float32 0/1 labels
 - ``y``: ``(N, 3, S, S)`` float32 in ``[-1, 1]``
+
+The critic export (:func:`export_critic_onnx`) is the discriminator's attribute classifier: input
+``x`` as above, output ``logits`` ``(N, C)`` float32 (the source-attribute estimate of translate).
 
 Exports are cached under ``$STARCLI_HOME/cache/onnx/`` by a hash of the generator's weights and
 architecture, so a model is exported once per machine (about 1 s for the default generator).
@@ -28,13 +31,14 @@ from torch import nn
 
 from .errors import ModelError
 from .models import StarganModel, starcli_home
-from .stargan import Generator, InstanceNorm
+from .stargan import Discriminator, Generator, InstanceNorm
 
 #: Bump when the exported graph changes (invalidates cached files).
 EXPORT_VERSION = 1
 OPSET = 17
 INPUT_NAMES = ("x", "c")
 OUTPUT_NAME = "y"
+CRITIC_OUTPUT_NAME = "logits"
 
 
 def cache_dir() -> Path:
@@ -43,13 +47,13 @@ def cache_dir() -> Path:
 
 
 def generator_digest(generator: nn.Module) -> str:
-    """SHA-256 (hex, 16 chars) of a generator's architecture and weights.
+    """SHA-256 (hex, 16 chars) of a network's architecture and weights (generator or critic).
 
-    Two generators with the same state dict (from the same model file) share a digest; any
+    Two networks with the same state dict (from the same model file) share a digest; any
     change of a weight, a buffer or the config changes it.
     """
     h = hashlib.sha256()
-    h.update(f"starcli-export/{EXPORT_VERSION};opset={OPSET};{getattr(generator, 'config', '')}".encode())
+    h.update(f"starcli-export/{EXPORT_VERSION};opset={OPSET};{type(generator).__name__};{getattr(generator, 'config', '')}".encode())
     for key, value in sorted(generator.state_dict().items()):
         value = value.detach().to("cpu").contiguous()
         h.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
@@ -74,6 +78,38 @@ def _legacy_exporter() -> dict:
     return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
+def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str], output_name: str, path: Path, opset: int) -> Path:
+    """torch.onnx.export of ``module`` (eval, CPU) with a dynamic batch axis, written atomically
+    (``<name>.tmp-<pid>`` then ``os.replace``); the module's mode and device are restored."""
+    was_training = module.training
+    device = next(module.parameters()).device
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        module.cpu().eval()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # "instance_norm is set to train=True": intended
+            torch.onnx.export(
+                module,
+                inputs,
+                str(tmp),
+                input_names=input_names,
+                output_names=[output_name],
+                dynamic_axes={**{name: {0: "batch"} for name in input_names}, output_name: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                **_legacy_exporter(),
+            )
+        os.replace(tmp, path)
+    except Exception as exc:
+        raise ModelError(f"{path}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    finally:
+        module.to(device).train(was_training)
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def export_onnx(generator: Generator, path: str | Path, *, image_size: int = 128, opset: int = OPSET) -> Path:
     """Write ``generator`` as an ONNX file with a dynamic batch dimension; returns ``path``.
 
@@ -82,41 +118,42 @@ def export_onnx(generator: Generator, path: str | Path, *, image_size: int = 128
     atomically (``<name>.tmp-<pid>`` then ``os.replace``).  The generator's own mode and device
     are left unchanged.
     """
-    path = Path(path)
     if image_size % 4:
         raise ModelError(f"cannot export generator: image size {image_size} is not a multiple of 4")
     _check_per_image(generator)
-    was_training = generator.training
-    device = next(generator.parameters()).device
-    c_dim = generator.config.c_dim
     x = torch.zeros(2, 3, image_size, image_size)
-    c = torch.zeros(2, c_dim)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        generator.cpu().eval()
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # "instance_norm is set to train=True": intended
-            torch.onnx.export(
-                generator,
-                (x, c),
-                str(tmp),
-                input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={"x": {0: "batch"}, "c": {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=opset,
-                do_constant_folding=True,
-                **_legacy_exporter(),
-            )
-        os.replace(tmp, path)
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"{path}: ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-    finally:
-        generator.to(device).train(was_training)
-        if tmp.exists():
-            tmp.unlink()
+    c = torch.zeros(2, generator.config.c_dim)
+    return _export(generator, (x, c), list(INPUT_NAMES), OUTPUT_NAME, Path(path), opset)
+
+
+class _CriticLogits(nn.Module):
+    """The discriminator's classifier head only: ``x (N, 3, S, S) [-1, 1] -> logits (N, C)``."""
+
+    def __init__(self, discriminator: Discriminator):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(x)[1]
+
+
+def export_critic_onnx(discriminator: Discriminator, path: str | Path, *, opset: int = OPSET) -> Path:
+    """Write the critic's attribute classifier (input ``x``, output ``logits`` ``(N, C)``) as
+    ONNX with a dynamic batch dimension, atomically; returns ``path``."""
+    size = discriminator.config.image_size
+    return _export(_CriticLogits(discriminator), (torch.zeros(2, 3, size, size),), ["x"], CRITIC_OUTPUT_NAME, Path(path), opset)
+
+
+def cached_critic_onnx(model: StarganModel, *, directory: str | Path | None = None) -> Path:
+    """Path of ``model``'s critic classifier exported to ONNX (``d-<digest>-<S>.onnx`` in
+    :func:`cache_dir` or ``directory``), exporting it on first use. Raises :class:`ModelError`
+    when the model has no discriminator."""
+    if model.discriminator is None:
+        raise ModelError(f"{model.spec.name}: no discriminator to export")
+    folder = Path(directory) if directory is not None else cache_dir()
+    path = folder / f"d-{generator_digest(model.discriminator)}-{model.discriminator.config.image_size}.onnx"
+    if not path.is_file():
+        export_critic_onnx(model.discriminator, path)
     return path
 
 

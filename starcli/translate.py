@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,21 +23,23 @@ from .models import StarganModel
 
 
 @torch.inference_mode()
-def estimate_source_labels(model: StarganModel, crops: Tensor) -> Tensor:
+def estimate_source_labels(model: StarganModel, crops: Tensor, classify: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
     """Attribute labels ``(N, C)`` 0/1 of ``crops`` ``(N, 3, S, S)`` [0, 1] from the critic.
 
-    Crops are resized to the discriminator's input size if needed; on CPUs with native bf16 the
-    critic runs under bf16 autocast.  Raises ValueError when the
-    model has no discriminator.
+    Crops are resized to the discriminator's input size if needed.  ``classify`` (a backend's
+    compiled critic: ``[0, 1]`` crops -> logits ``(N, C)``) runs it when given; otherwise the
+    PyTorch critic runs, under bf16 autocast on CPUs with native bf16.  Raises ValueError when
+    the model has no discriminator.
     """
     if model.discriminator is None:
         raise ValueError("model has no discriminator to estimate source attributes")
     side = model.discriminator.config.image_size
-    x = crops * 2.0 - 1.0
-    if x.shape[-1] != side:
-        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=x.device.type == "cpu" and cpu_has_bf16()):
-        _, logits = model.discriminator(x)
+    if crops.shape[-1] != side:
+        crops = F.interpolate(crops, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    if classify is not None:
+        return labels_from_logits(classify(crops).float(), model.spec)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=crops.device.type == "cpu" and cpu_has_bf16()):
+        _, logits = model.discriminator(crops * 2.0 - 1.0)
     return labels_from_logits(logits.float(), model.spec)
 
 
@@ -102,12 +104,14 @@ class FaceTranslator:
         if self.edit_mode not in EDIT_MODES:
             raise AttributeSpecError(f"edit mode must be one of {', '.join(EDIT_MODES)}, not '{self.edit_mode}'")
         self.use_critic = source == "auto" and model.discriminator is not None
+        # a backend may run the critic itself (compiled, cheaper than eager PyTorch per call)
+        self.classify = getattr(backend, "classify", None) if self.use_critic else None
         fixed = parse_source(None if source == "auto" else source, model.spec)
         self.fixed_source = torch.tensor([[float(fixed[a]) for a in model.spec.attributes]])
 
     def source_labels(self, crops: Tensor) -> Tensor:
         if self.use_critic:
-            return estimate_source_labels(self.model, crops)
+            return estimate_source_labels(self.model, crops, self.classify)
         return self.fixed_source.expand(len(crops), -1).clone()
 
     def __call__(self, crops: Tensor) -> TranslationResult:

@@ -338,3 +338,58 @@ def test_export_refuses_running_statistics(tiny, tmp_path):
     with pytest.raises(ModelError, match="per-image"):
         export.export_onnx(tiny.generator, tmp_path / "g.onnx", image_size=32)
     assert not (tmp_path / "g.onnx").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The critic (source attributes) run by a backend
+# ----------------------------------------------------------------------------------------------
+CRITIC_CASES = [
+    pytest.param("openvino", {"precision": "fp32"}, 1e-4, id="openvino-fp32", marks=needs_ov),
+    pytest.param("openvino", {"precision": "bf16"}, None, id="openvino-bf16", marks=[needs_ov, needs_bf16]),
+    pytest.param("onnx", {}, 1e-4, id="onnx-fp32", marks=needs_ort),
+]
+
+
+@pytest.mark.parametrize("model_path", [pytest.param(REF / "100-G.ckpt", id="official"), pytest.param(EMBEDDED, id="embedded")])
+@pytest.mark.parametrize("which, options, tol", CRITIC_CASES)
+def test_backend_critic_gives_the_torch_critic_labels_on_real_faces(model_path, which, options, tol):
+    """A backend's compiled critic estimates the same source attributes as the fp32 PyTorch
+    critic on real face crops (fp32 engines: logits within 1e-4)."""
+    from starcli.translate import estimate_source_labels
+
+    if not Path(model_path).exists():
+        pytest.skip("no embedded trained model in this checkout")
+    model = load(model_path, attributes=ATTRS) if Path(model_path).suffix == ".ckpt" else load(model_path)
+    crops = face_crops(model.spec.image_size)
+    with torch.no_grad():
+        ref = model.discriminator(crops * 2 - 1)[1]
+    backend = backend_cls(which).from_config(model, options)
+    logits = backend.classify(crops)
+    assert logits.shape == ref.shape and logits.dtype == torch.float32
+    if tol is not None:
+        torch.testing.assert_close(logits, ref, rtol=0, atol=tol)
+    else:  # bf16: every decision that is not a near tie is the same
+        clear = ref.abs() > 0.05 * ref.abs().max()
+        assert clear.float().mean() > 0.5
+        assert torch.equal((logits > 0)[clear], (ref > 0)[clear])
+    if tol is not None:
+        assert torch.equal(estimate_source_labels(model, crops, backend.classify), estimate_source_labels(model, crops))
+    assert backend.classify(crops[:0]).shape == (0, ref.shape[1])
+
+
+@needs_ov
+def test_translator_uses_the_backend_critic(monkeypatch):
+    """FaceTranslator estimates source attributes through backend.classify when it exists."""
+    from starcli.attributes import parse_settings
+    from starcli.translate import FaceTranslator
+
+    model = load(EMBEDDED)
+    backend = backend_cls("openvino").from_config(model, {"precision": "fp32"})
+    calls = []
+    real = backend.classify
+    monkeypatch.setattr(backend, "classify", lambda crops: calls.append(len(crops)) or real(crops))
+    translator = FaceTranslator(model, backend, [parse_settings(["hair=blond"], model.spec)])
+    crops = face_crops(model.spec.image_size)
+    result = translator(crops)
+    assert calls == [len(crops)]
+    assert result.outputs[0].shape == crops.shape

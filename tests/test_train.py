@@ -218,3 +218,30 @@ def test_cuda_amp(dataset, tmp_path, precision):
 def test_fp16_needs_cuda(dataset, tmp_path):
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         train(tiny_config(dataset, tmp_path / "x", optim__iters=1, run__device="cpu", run__precision="fp16"))
+
+
+def test_init_starts_from_a_models_weights(dataset, tmp_path):
+    """run.init (fine-tuning): the run starts from the model's G and D, with fresh optimisers;
+    a model with other attributes or another architecture is refused with the key named."""
+    from starcli.models import load
+
+    train(tiny_config(dataset, tmp_path / "base", optim__iters=2, log__sample_every=100))
+    base = load(tmp_path / "base")
+    frozen = tiny_config(dataset, tmp_path / "ft", optim__iters=1, optim__g_lr=0.0, optim__d_lr=0.0,
+                         run__init=str(tmp_path / "base"), log__sample_every=100)
+    summary = train(frozen)
+    assert summary.start_step == 0 and summary.step == 1
+    state = _weights(tmp_path / "ft")
+    for k, v in base.generator.named_parameters():  # (InstanceNorm running stats move with lr 0)
+        assert torch.equal(state[f"G.{k}"], v) and torch.equal(state[f"G_ema.{k}"], v), k
+    for k, v in base.discriminator.named_parameters():
+        assert torch.equal(state[f"D.{k}"], v), k
+    card = json.loads((tmp_path / "ft" / "model.json").read_text())
+    assert card["provenance"]["init"] == str(tmp_path / "base")
+
+    with pytest.raises(ConfigError, match="run.init"):
+        train(tiny_config(dataset, tmp_path / "wide", optim__iters=1, model__g_conv_dim=16, run__init=str(tmp_path / "base")))
+    with pytest.raises(ConfigError, match="run.init"):
+        train(tiny_config(dataset, tmp_path / "attrs", optim__iters=1, data__attrs=ATTRS[:2], run__init=str(tmp_path / "base")))
+    with pytest.raises(ConfigError, match="run.init"):
+        train(tiny_config(dataset, tmp_path / "none", optim__iters=1, run__init=str(tmp_path / "missing")))

@@ -15,6 +15,7 @@ Crops are ``(N, 3, S, S)`` float32 in ``[0, 1]``; labels ``(N, C)`` 0/1 in model
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -60,6 +61,8 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._critic: Any = None
+        self._critic_lock = threading.Lock()
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -76,6 +79,27 @@ class OnnxBackend:
     def from_config(cls, model: StarganModel, section: Mapping[str, Any]) -> "OnnxBackend":
         options = checked_options("onnx", section, OPTIONS)
         return cls(model, **options)
+
+    def classify(self, crops: Tensor) -> Tensor:
+        """Critic attribute logits ``(N, C)`` float32 of crops ``(N, 3, S, S)`` in ``[0, 1]`` at the
+        critic's input size (one ONNX Runtime thread: it runs beside the generator)."""
+        if self.model.discriminator is None:
+            raise PluginError("backend 'onnx': the model has no critic")
+        if len(crops) == 0:
+            return torch.zeros(0, self.model.discriminator.config.c_dim)
+        with self._critic_lock:
+            if self._critic is None:
+                from starcli.export import cached_critic_onnx
+
+                ort = _import_ort()
+                options = ort.SessionOptions()
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                options.intra_op_num_threads = 1
+                options.inter_op_num_threads = 1
+                self._critic = ort.InferenceSession(str(cached_critic_onnx(self.model)), sess_options=options, providers=["CPUExecutionProvider"])
+        x = crops.detach().to("cpu", torch.float32).numpy() * np.float32(2.0) - np.float32(1.0)
+        (logits,) = self._critic.run(None, {"x": x})
+        return torch.from_numpy(np.asarray(logits, np.float32))
 
     def translate(self, crops: Tensor, labels: Tensor) -> Tensor:
         """``(N, 3, S, S)`` [0, 1] crops + ``(N, C)`` labels -> ``(N, 3, S, S)`` [0, 1] float32."""

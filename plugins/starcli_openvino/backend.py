@@ -11,6 +11,10 @@ convolutions in bf16 when ``INFERENCE_PRECISION_HINT`` is bf16.  Options (``from
 - ``streams``: parallel inference streams when a call has more than ``batch_size`` crops
   (default ``auto``: OpenVINO's throughput setting, one stream per core on small machines).
 
+The critic (source-attribute classifier) runs here too (:meth:`OpenVinoBackend.classify`), on one
+thread in the requested precision so that it can run beside the generator: its weights are
+compiled once instead of being re-packed on every call as eager PyTorch does.
+
 One ``openvino.Core`` is shared per process.  Pre/post-processing is done in numpy so that no
 torch thread pool spins beside OpenVINO's.  Crops are ``(N, 3, S, S)`` float32 in ``[0, 1]``;
 labels ``(N, C)`` 0/1 in model order.
@@ -94,6 +98,8 @@ class OpenVinoBackend:
         self._requests: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
+        self._critic: Any = None
+        self._critic_local = threading.local()
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -141,6 +147,27 @@ class OpenVinoBackend:
                     config["NUM_STREAMS"] = int(self.streams)
                 self._compiled[key] = core().compile_model(model, "CPU", config)
             return self._compiled[key]
+
+    def classify(self, crops: Tensor) -> Tensor:
+        """Critic attribute logits ``(N, C)`` float32 of crops ``(N, 3, S, S)`` in ``[0, 1]`` at the
+        critic's input size. One thread; safe to call beside :meth:`translate`."""
+        if self.model.discriminator is None:
+            raise PluginError("backend 'openvino': the model has no critic")
+        if len(crops) == 0:
+            return torch.zeros(0, self.model.discriminator.config.c_dim)
+        with self._lock:
+            if self._critic is None:
+                from starcli.export import cached_critic_onnx
+
+                source = core().read_model(str(cached_critic_onnx(self.model)))
+                config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}
+                self._critic = core().compile_model(source, "CPU", config)
+        request = getattr(self._critic_local, "request", None)
+        if request is None:  # one request per calling thread
+            request = self._critic_local.request = self._critic.create_infer_request()
+        x = crops.detach().to("cpu", torch.float32).numpy() * np.float32(2.0) - np.float32(1.0)
+        request.infer({"x": x})
+        return torch.from_numpy(np.array(request.get_output_tensor(0).data, np.float32, copy=True))
 
     def _request(self, batch: int):
         """A reusable inference request of the latency-mode model for ``batch`` crops."""
