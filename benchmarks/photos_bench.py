@@ -221,13 +221,17 @@ def main() -> None:
         base, gen = (base + base_after) / 2, (gen + gen_after) / 2
         print(f"\nend to end ({s['done']} photos, {s['faces']} faces, {s['failed']} failed) in {s['seconds']:.2f} s: "
               f"{s['photos_per_second']:.2f} photos/s, {s['faces_per_second']:.2f} faces/s")
+        for res in report.files:
+            if res.status == "failed":
+                print(f"  failed: {res.line()}")
         if steady:
             print(f"steady state (first photo written -> last): {steady:.2f} faces/s")
         print(f"generator batches {s['batches']}, generator idle after the first batch {s['generator_idle_seconds']:.2f} s, "
               f"first batch after {s['generator_first_wait_seconds']:.2f} s")
         wall = max(report.wall_seconds, 1e-9)
         critic = report.stage_seconds.get("translate.critic", 0.0)
-        print(f"critic (source attributes, torch fp32) ran {report.stage_seconds.get('critic', 0.0):.2f} s in the aligner thread, "
+        runner = f"backend {backend.name}" if hasattr(backend, "classify") else "PyTorch"
+        print(f"critic (source attributes, {runner}) ran {report.stage_seconds.get('critic', 0.0):.2f} s in the aligner thread, "
               f"beside the generator; translate = generator {report.stage_seconds.get('translate', 0.0) - critic:.2f} s"
               f" + critic left in the generator thread {critic:.2f} s")
         print("stage seconds (summed over threads, % of wall):")

@@ -82,7 +82,8 @@ def bench_speed(args, tmp: Path) -> dict:
     encode_fps = len(frames) / (time.perf_counter() - t0)
     del frames
     pipeline, cfg = make_pipeline(args.model, args.backend, tmp, args.threads, args.detect_max_side,
-                                  batch_frames=args.batch_frames)
+                                  batch_frames=args.batch_frames, detect_every=args.detect_every,
+                                  region_detect=not args.no_region_detect)
     # warm-up (model, detector, kernels)
     V.process_video(clip, tmp / "warm.mp4", pipeline, cfg, options=V.VideoOptions(end=0.4, batch_frames=args.batch_frames))
     report = V.process_video(clip, tmp / "out.mp4", pipeline, cfg)
@@ -94,6 +95,8 @@ def bench_speed(args, tmp: Path) -> dict:
         "clip": f"{info.width}x{info.height} {float(info.rate):g} fps, {info.frames} frames, one face",
         "backend": f"{getattr(pipeline.backend, 'name', '?')} ({getattr(pipeline.backend, 'precision', '')})",
         "model": pipeline.spec.name, "crop": pipeline.crop_size, "detect_max_side": cfg.detect.max_side,
+        "detect_every": cfg.video.detect_every, "region_detect": cfg.video.region_detect,
+        "full_detections": report.full_detections, "region_detections": report.region_detections,
         "torch_threads": __import__("torch").get_num_threads(),
         "end_to_end_fps": round(report.fps, 2), "wall_seconds": round(report.seconds, 2),
         "faces": report.faces, "decode_only_fps": round(decode_fps, 1), "encode_only_fps": round(encode_fps, 1),
@@ -179,8 +182,9 @@ def _view_map(n: int, i: int, size, zoom, pan, center, iw=512, ih=512):
 
 def bench_jitter(args, tmp: Path) -> dict:
     from starcli.align import CELEBA_TEMPLATE, estimate_transforms, face_points, template_tensor
-    from starcli.detect import DlibDetector
-    from starcli.tracking import FaceTracker, TrackerConfig, alignment_jitter
+    from starcli.detect import DlibDetector, detect_in_regions
+    from starcli.pipeline import REGION_FACE_SIDE
+    from starcli.tracking import FaceTracker, TrackerConfig, alignment_jitter, box_iou
 
     det = DlibDetector()
     img = astronaut()
@@ -202,10 +206,14 @@ def bench_jitter(args, tmp: Path) -> dict:
         variants = {"raw": TrackerConfig(smooth=False)}
         for mc, beta in args.params:
             variants[f"one-euro min_cutoff={mc:g} beta={beta:g}"] = TrackerConfig(min_cutoff=mc, beta=beta)
+        variants["one-euro defaults, regions between full detections every 10 frames (video default)"] = TrackerConfig()
         for label, tcfg in variants.items():
             tr = FaceTracker(tcfg, 25.0)
             faces = []
             for i, (f, d) in enumerate(zip(frames, dets)):
+                if label.endswith("(video default)") and tr.tracks:  # as starcli.video does
+                    r = detect_in_regions(det, f, tr.predicted_boxes(i), face_side=REGION_FACE_SIDE)
+                    d = r + [x for x in d if all(box_iou(x.box, y.box) <= 0.3 for y in r)] if i % 10 == 0 else r
                 got = tr.update(i, d, f)
                 faces.append(got[0].face if got else None)
             ok = [i for i, f in enumerate(faces) if f is not None]
@@ -230,6 +238,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--batch-frames", type=int, default=8)
     ap.add_argument("--detect-max-side", type=int, default=0, help="detect.max_side (0: the default 2048)")
+    ap.add_argument("--detect-every", type=int, default=10, help="video.detect_every (1: whole-frame detection on every frame)")
+    ap.add_argument("--no-region-detect", action="store_true", help="video.region_detect = false")
     ap.add_argument("--memory", type=float, default=0.0, help="also measure peak RSS on a clip this long (s)")
     ap.add_argument("--jitter", action="store_true", help="measure alignment jitter with and without smoothing")
     ap.add_argument("--jitter-seconds", type=float, default=4.0)

@@ -110,7 +110,8 @@ class VideoConfig:
     batch_frames: int = 8           #: consecutive frames per generator batch
     queue_depth: int = 2            #: batches buffered decode -> process and process -> encode
     segment_seconds: float = 10.0   #: resume granularity (encoded segments joined at the end)
-    detect_every: int = 1           #: run the detector on every n-th frame (tracks fill the others)
+    detect_every: int = 10          #: full-frame detection on every n-th frame (and after scene cuts)
+    region_detect: bool = True      #: on the other frames, detect inside regions around tracked faces (False: extrapolate)
     resume: bool = True             #: continue a killed run from its last finished segment
     strict: bool = True             #: fail on corrupt data the decoder would conceal
     smooth: bool = True             #: smooth landmarks along each face track (one-euro filter)

@@ -39,6 +39,7 @@ __all__ = [
     "DlibDetector",
     "Face",
     "check_images",
+    "detect_in_regions",
     "dlib_model_path",
     "downscale_for_detection",
     "finish_faces",
@@ -83,6 +84,13 @@ class Face:
             "score": round(float(self.score), 4),
             "landmarks": {k: [round(float(x), 2), round(float(y), 2)] for k, (x, y) in self.landmarks.items()},
         }
+
+    def shifted(self, dx: float, dy: float) -> Face:
+        """The face moved by ``(dx, dy)`` pixels (from a crop back to the image it was cut from)."""
+        x0, y0, x1, y1 = self.box
+        pts = np.asarray(self.points, dtype=np.float64).reshape(-1, 2) + np.array([dx, dy])
+        lms = {k: (x + dx, y + dy) for k, (x, y) in self.landmarks.items()}
+        return Face((x0 + dx, y0 + dy, x1 + dx, y1 + dy), self.score, lms, pts)
 
     def scaled(self, sx: float, sy: float) -> Face:
         """The face mapped from an image resized by ``(sx, sy)`` back to the original.
@@ -163,6 +171,79 @@ def finish_faces(faces: list[Face], min_face_size: float = 0.0, largest_only: bo
     faces = [f for f in faces if f.size >= min_face_size]
     faces.sort(key=lambda f: (-round(f.size, 3), round(f.box[1], 3), round(f.box[0], 3), -f.score))
     return faces[:1] if largest_only else faces
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+#: Pixel grid of the regions searched by :func:`detect_in_regions`.
+REGION_GRID = 32
+
+
+def detect_in_regions(detector: Detector, image: np.ndarray, boxes: Sequence[Sequence[float]], *, margin: float = 0.75,
+                      face_side: float = 0.0) -> list[Face]:
+    """Faces found by ``detector`` inside square regions around ``boxes`` of ``image``.
+
+    For video: the predicted boxes of tracked faces give regions ``(1 + 2 * margin)`` face sizes
+    wide (clamped to the image), far fewer pixels than the frame, so a tracked face costs a
+    fraction of a full-frame detection.  ``face_side`` > 0 also shrinks each region so that its
+    face is about that many pixels wide (never enlarges), which bounds the cost of large faces;
+    a detector with ``refine(image, faces)`` (dlib) then recomputes the landmarks on the
+    full-resolution image.  Region edges lie on a :data:`REGION_GRID` pixel grid and shrink
+    factors on quarter octaves, so a still face is searched in exactly the same pixels on every
+    frame and its landmarks jitter no more than with whole-frame detection.  Faces are returned
+    in ``image`` pixels; a face seen by two overlapping regions (IoU > 0.5) is kept once (the
+    higher score); sorted as :func:`finish_faces`.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    crops, offsets = [], []
+    for x0, y0, x1, y1 in boxes:
+        size = max(x1 - x0, y1 - y0)
+        side = size * (1.0 + 2.0 * margin)
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        # region edges on a coarse grid: a still face keeps exactly the same region (and the
+        # detector's scan grid) from frame to frame, so its landmarks do not jitter more than
+        # with whole-frame detection
+        q = REGION_GRID
+        l, t = max(0, int(math.floor((cx - side / 2) / q)) * q), max(0, int(math.floor((cy - side / 2) / q)) * q)
+        r, b = min(w, int(math.ceil((cx + side / 2) / q)) * q), min(h, int(math.ceil((cy + side / 2) / q)) * q)
+        if r - l < 16 or b - t < 16:
+            continue
+        crop = np.ascontiguousarray(image[t:b, l:r])
+        # shrink on a ladder of quarter octaves: a face of steady size keeps the same factor
+        f = 2.0 ** (math.floor(4.0 * math.log2(face_side / size)) / 4.0) if face_side > 0 and size > face_side else 1.0
+        if f < 1.0:
+            cw, ch = max(1, round((r - l) * f)), max(1, round((b - t) * f))
+            crop = np.asarray(Image.fromarray(crop).resize((cw, ch), Image.BILINEAR, reducing_gap=2.0))
+            crops.append(crop)
+            offsets.append((l, t, cw / (r - l), ch / (b - t)))
+        else:
+            crops.append(crop)
+            offsets.append((l, t, 1.0, 1.0))
+    if not crops:
+        return []
+    found: list[Face] = []
+    refine = getattr(detector, "refine", None)
+    for faces, (l, t, sx, sy) in zip(detector.detect(crops), offsets):
+        if (sx, sy) != (1.0, 1.0):
+            faces = [face.scaled(sx, sy) for face in faces]
+        faces = [face.shifted(l, t) for face in faces]
+        if (sx, sy) != (1.0, 1.0) and refine is not None:
+            faces = refine(image, faces)
+        for face in faces:
+            twin = next((i for i, g in enumerate(found) if _box_iou(g.box, face.box) > 0.5), None)
+            if twin is None:
+                found.append(face)
+            elif face.score > found[twin].score:
+                found[twin] = face
+    return finish_faces(found)
 
 
 def _check_options(cls_name: str, section: dict[str, Any], spec: dict[str, tuple[type, ...]]) -> dict[str, Any]:
@@ -304,7 +385,6 @@ class DlibDetector:
         return hog
 
     def _detect_one(self, img: np.ndarray) -> list[Face]:
-        dlib = self._dlib
         small, sx, sy = downscale_for_detection(img, self.max_side)
         rects, scores, _ = self._hog().run(small, self.upsample, self.threshold)
         faces = []
@@ -314,12 +394,22 @@ class DlibDetector:
             x0, y0, x1, y1 = x0 / sx, y0 / sy, x1 / sx, y1 / sy
             if x1 <= 0 or y1 <= 0 or x0 >= img.shape[1] or y0 >= img.shape[0]:
                 continue
-            # The shape predictor samples pixels relative to the box: run it at full resolution.
-            full = dlib.rectangle(round(x0), round(y0), round(x1) - 1, round(y1) - 1)
-            shape = self._predictor(img, full)
-            pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-            faces.append(Face((x0, y0, x1, y1), float(score), self._landmarks(pts), pts))
+            faces.append(self._shape(img, (x0, y0, x1, y1), float(score)))
         return finish_faces(faces, self.min_face_size, self.largest_only)
+
+    def _shape(self, img: np.ndarray, box: tuple[float, float, float, float], score: float) -> Face:
+        """The face with landmarks from the shape predictor run on ``img`` (full resolution: it
+        samples pixels relative to the box)."""
+        x0, y0, x1, y1 = box
+        shape = self._predictor(img, self._dlib.rectangle(round(x0), round(y0), round(x1) - 1, round(y1) - 1))
+        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return Face((x0, y0, x1, y1), score, self._landmarks(pts), pts)
+
+    def refine(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
+        """``faces`` (found on a downscaled copy, mapped to ``image`` pixels) with landmarks
+        recomputed on ``image`` (RGB uint8 ``(H, W, 3)``), the accuracy of a full-size detection."""
+        img = check_images([image])[0]
+        return [self._shape(img, f.box, f.score) for f in faces]
 
     @staticmethod
     def _landmarks(pts: np.ndarray) -> dict[str, tuple[float, float]]:

@@ -236,6 +236,11 @@ def edit_dirname(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_+\-]", "_", text) or "edit"
 
 
+#: Faces searched in regions (video frames between full detections) are brought to about this
+#: many pixels: dlib's HOG finds faces from ~80 px, so larger faces cost pixels, not accuracy.
+REGION_FACE_SIDE = 120.0
+
+
 class Pipeline:
     """Model + backend + detector + edits, and the stages on frame batches.
 
@@ -318,6 +323,23 @@ class Pipeline:
         with self._detector_lock:
             self._tls.detect_wait_seconds = time.perf_counter() - t0
             return detector.detect(images)
+
+    def detect_regions(self, frame: np.ndarray, boxes: Sequence[Sequence[float]]) -> list:
+        """Faces of ``frame`` found inside square regions around ``boxes`` (pixel ``(x0, y0, x1,
+        y1)``, e.g. where tracked faces are expected): :func:`starcli.detect.detect_in_regions`
+        with this pipeline's detector, serialised like :meth:`detect`."""
+        if not boxes:
+            return []
+        from .detect import detect_in_regions
+
+        image = media.to_uint8(frame)
+        detector = self.detector
+        # never shrink a face below what detect.min_face_size keeps
+        side = max(REGION_FACE_SIDE, 1.5 * float(self.cfg.detect.min_face_size or 0.0))
+        if getattr(detector, "thread_safe", False):
+            return detect_in_regions(detector, image, boxes, face_side=side)
+        with self._detector_lock:
+            return detect_in_regions(detector, image, boxes, face_side=side)
 
     @property
     def detect_wait_seconds(self) -> float:

@@ -286,12 +286,27 @@ class FaceTracker:
             used.add(j)
         return matched, [j for j in range(len(faces)) if j not in used]
 
+    def check_cut(self, frame: np.ndarray) -> bool:
+        """Scene-cut test of ``frame`` (RGB uint8), the next frame of the video: on a cut every
+        track ends.  :meth:`update` does this itself when given the frame; call this first
+        instead when the cut decides how the frame is detected (then pass ``frame=None``)."""
+        if self.cfg.scene_cut <= 0 or not self.cuts.update(frame):
+            return False
+        if self.tracks:
+            self.reset()
+        self.stats["scene_cuts"] += 1
+        return True
+
+    def predicted_boxes(self, frame_index: int) -> list[tuple[float, float, float, float]]:
+        """Where each live track expects its face on ``frame_index``: boxes ``(x0, y0, x1, y1)``
+        in pixels (the regions a video detector searches between full-frame detections)."""
+        t = frame_index / self.fps
+        return [tr.predicted_box(t) for tr in self.tracks]
+
     def update(self, frame_index: int, faces: Sequence[Face] | None, frame: np.ndarray | None = None) -> list[TrackedFace]:
         t = frame_index / self.fps
-        if frame is not None and self.cfg.scene_cut > 0 and self.cuts.update(frame):
-            if self.tracks:
-                self.reset()
-            self.stats["scene_cuts"] += 1
+        if frame is not None:
+            self.check_cut(frame)
         out: list[TrackedFace] = []
         if faces is None:  # detector not run on this frame: extrapolate every track
             for tr in self.tracks:

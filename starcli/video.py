@@ -414,7 +414,10 @@ class VideoOptions:
     - ``batch_frames``: consecutive frames per batch (their faces go through the generator in
       one call); ``queue_depth``: batches buffered decode -> process and process -> encode.
     - ``segment_seconds``: resume granularity (encoded segments joined at the end).
-    - ``detect_every``: run the detector on every n-th frame (tracks are extrapolated between).
+    - ``detect_every``: run the detector on the whole of every n-th frame (and on the first
+      frame and after each scene cut).  ``region_detect``: on the other frames, run it only in
+      regions around the tracked faces (a fraction of the pixels; faces entering the picture
+      are found at the next full-frame detection); False: tracks are extrapolated between.
     - ``resume``: continue a killed run from its last finished segment (else start over).
     - ``strict``: fail on corrupt data that the decoder would conceal (else accept it).
     """
@@ -429,7 +432,8 @@ class VideoOptions:
     batch_frames: int = 8
     queue_depth: int = 2
     segment_seconds: float = 10.0
-    detect_every: int = 1
+    detect_every: int = 10
+    region_detect: bool = True
     resume: bool = True
     strict: bool = True
 
@@ -743,6 +747,8 @@ class VideoReport:
     tracks: int = 0
     bridged: int = 0
     scene_cuts: int = 0
+    full_detections: int = 0  # frames searched whole by the detector
+    region_detections: int = 0  # frames searched only around tracked faces
     resumed_frames: int = 0
     seconds: float = 0.0
     copied: bool = False
@@ -852,7 +858,7 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
     rerun resumes.
     """
     from starcli.pipeline import FrameJob
-    from starcli.tracking import FaceTracker, TrackerConfig
+    from starcli.tracking import FaceTracker, TrackerConfig, box_iou
 
     t_start = time.perf_counter()
     src = Path(src)
@@ -1014,6 +1020,7 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
         th.start()
     tracker = FaceTracker(tcfg, fps=float(info.rate))
     detect_every = max(1, int(opts.detect_every))
+    first_index: int | None = None
     ok = False
     try:
         while True:
@@ -1030,16 +1037,37 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
             if isinstance(item, _Error):
                 raise item.exc
             index, frames = item
+            if first_index is None:
+                first_index = index
             report.peak_queue = max(report.peak_queue, q_in.qsize() + q_out.qsize())
             t0 = time.perf_counter()
-            todo = [i for i in range(len(frames)) if (index + i) % detect_every == 0]
+            todo = [i for i in range(len(frames)) if (index + i) % detect_every == 0 or index + i == first_index]
             found = pipeline.detect([frames[i] for i in todo]) if todo else []
-            t1 = time.perf_counter()
+            report.full_detections += len(todo)
             detections: dict[int, list] = dict(zip(todo, found))
+            t_track = 0.0
             jobs = []
             for i, f in enumerate(frames):
-                tracked = tracker.update(index + i, detections.get(i), f)
+                t_a = time.perf_counter()
+                cut = tracker.check_cut(f)
+                t_track += time.perf_counter() - t_a
+                faces = detections.get(i)
+                if faces is not None and opts.region_detect and tracker.tracks:
+                    # tracked faces keep coming from their regions (the same scan as on the
+                    # other frames: no jump every detect_every frames); the whole frame adds new ones
+                    tracked_faces = pipeline.detect_regions(f, tracker.predicted_boxes(index + i))
+                    faces = tracked_faces + [d for d in faces if all(box_iou(d.box, g.box) <= 0.3 for g in tracked_faces)]
+                elif faces is None and cut:  # new shot: search the whole frame
+                    faces = pipeline.detect([f])[0]
+                    report.full_detections += 1
+                elif faces is None and opts.region_detect:
+                    faces = pipeline.detect_regions(f, tracker.predicted_boxes(index + i))
+                    report.region_detections += 1
+                t_a = time.perf_counter()
+                tracked = tracker.update(index + i, faces)
+                t_track += time.perf_counter() - t_a
                 jobs.append(FrameJob(pixels=f, faces=[t.face for t in tracked], key=index + i))
+            t1 = time.perf_counter() - t_track
             t2 = time.perf_counter()
             pipeline.align(jobs)
             t3 = time.perf_counter()

@@ -109,6 +109,32 @@ def test_max_side_maps_back_to_full_resolution(dlib0):
     assert inter / union > 0.6  # HOG boxes are quantised by the pyramid level
 
 
+@pytest.mark.parametrize("name,expected", [("astronaut.png", ASTRONAUT), ("grace_hopper.jpg", GRACE)])
+def test_regions_around_a_known_face_find_it_as_the_full_frame_does(dlib0, name, expected):
+    """Video between full detections: searching only around where a face is expected gives the
+    same landmarks as a full-frame detection, also when the region is shrunk (landmarks are
+    refined at full resolution), and a region without a face gives nothing."""
+    from starcli.detect import detect_in_regions
+
+    img = load(name)
+    full = dlib0.detect([img])[0][0]
+    moved = tuple(c + 6.0 for c in full.box)  # a track's prediction is a few pixels off
+    for side in (0.0, 80.0):
+        faces = detect_in_regions(dlib0, img, [moved, full.box], face_side=side)  # overlapping regions: one face
+        assert len(faces) == 1, side
+        for k, v in expected.items():
+            assert close(faces[0].landmarks[k], full.landmarks[k], 1.0 if side == 0 else 2.0), (side, k)
+    assert detect_in_regions(dlib0, img, [(0.0, img.shape[0] - 40.0, 40.0, img.shape[0])]) == []
+    assert detect_in_regions(dlib0, img, []) == []
+
+
+def test_shifted_face_moves_box_landmarks_and_points():
+    f = Face((1.0, 2.0, 11.0, 12.0), 0.5, {"nose": (5.0, 6.0)}, np.array([[3.0, 4.0]]))
+    g = f.shifted(10, -2)
+    assert g.box == (11.0, 0.0, 21.0, 10.0) and g.landmarks["nose"] == (15.0, 4.0)
+    assert g.points.tolist() == [[13.0, 2.0]] and g.score == 0.5
+
+
 def test_downscale_and_scaled_face_round_trip():
     img = np.zeros((1000, 600, 3), np.uint8)
     small, sx, sy = downscale_for_detection(img, 500)

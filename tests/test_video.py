@@ -262,8 +262,42 @@ def test_detect_every_other_frame_still_edits_every_frame(pipeline, tmp_path, mo
             return real(frames)
 
     src = _clip(tmp_path / "e.mkv", seconds=0.64)
-    report = V.process_video(src, tmp_path / "o.mkv", Counting(), _cfg(pipeline, detect_every=2))
+    report = V.process_video(src, tmp_path / "o.mkv", Counting(), _cfg(pipeline, detect_every=2, region_detect=False))
     assert report.frames == 16 and sum(calls) == 8 and report.faces == 16
+    assert report.full_detections == 8 and report.region_detections == 0
+
+
+def test_region_detection_between_full_frames_follows_the_moving_face(pipeline, tmp_path, monkeypatch):
+    """Default video detection: the whole frame every detect_every frames, regions around the
+    tracked faces on the others; the face (moving across the clip) is found on every frame,
+    with the landmarks a full-frame detection gives."""
+    full_calls, region_calls = [], []
+    real_detect, real_regions = pipeline.detect, pipeline.detect_regions
+    seen: dict[int, object] = {}
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(pipeline, name)
+
+        def detect(self, frames):
+            full_calls.append(len(frames))
+            return real_detect(frames)
+
+        def detect_regions(self, frame, boxes):
+            faces = real_regions(frame, boxes)
+            region_calls.append((frame, faces))
+            return faces
+
+    src = _clip(tmp_path / "r.mkv", seconds=0.64)
+    report = V.process_video(src, tmp_path / "o.mkv", Counting(), _cfg(pipeline, detect_every=8, smooth=False))
+    assert report.frames == 16 and report.faces == 16 and report.bridged == 0
+    assert sum(full_calls) == 2 == report.full_detections and report.region_detections == 14
+    assert len(region_calls) == 15  # frame 8 (whole-frame detection) also rescans its tracked face's region
+    for frame, faces in region_calls:
+        assert len(faces) == 1
+        ref = real_detect([frame])[0][0]
+        for k, (x, y) in ref.landmarks.items():
+            assert abs(faces[0].landmarks[k][0] - x) <= 2.0 and abs(faces[0].landmarks[k][1] - y) <= 2.0, k
 
 
 def test_fps_option_resamples_to_a_new_constant_rate(clips, pipeline, tmp_path):
@@ -464,7 +498,7 @@ def test_decoder_never_runs_ahead_of_a_slow_consumer(clips, pipeline, tmp_path, 
             return self.p.detect(frames)
 
     monkeypatch.setattr(V, "read_frames", counting)
-    cfg = _cfg(pipeline, batch_frames=2, queue_depth=1)
+    cfg = _cfg(pipeline, batch_frames=2, queue_depth=1, detect_every=1)
     report = V.process_video(clips["silent"], tmp_path / "o.mov", Slow(pipeline), cfg)
     assert report.frames == 30 and processed[0] == 15
     assert max(ahead) <= 1 + 2
