@@ -6,7 +6,9 @@
 
 Clips are made from scikit-image's astronaut photo (tests/data/astronaut.png, public domain).
 The generator is the default StarGAN architecture (conv_dim 64, 6 residual blocks, 128 px) with
-random weights unless ``--model`` names a bundle: speed does not depend on the weights.
+random weights and a default-size critic (source attributes on every face) unless ``--model`` names
+a bundle: speed does not depend on the weights. Detection follows the video defaults
+(``--detect-every 1`` searches every frame whole).
 Results are printed as JSON (``--json`` writes them to a file).  Run with ``nice`` on a shared
 machine and compare ratios, not absolutes.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import threading
@@ -46,14 +49,16 @@ def make_pipeline(model: str | None, backend: str, tmp: Path, threads: int, max_
     if model is None:
         from starcli.models import StarganModel, save_bundle
         from starcli.spec import ModelSpec, default_groups
-        from starcli.stargan import Generator, GeneratorConfig
+        from starcli.stargan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
         attrs = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
         torch.manual_seed(0)
-        g = GeneratorConfig(c_dim=5)
-        spec = ModelSpec("random-128", attrs, 128, g, None, groups=default_groups(attrs),
+        g, d = GeneratorConfig(c_dim=5), DiscriminatorConfig(c_dim=5)
+        spec = ModelSpec("random-128", attrs, 128, g, d, groups=default_groups(attrs),
                          default_source={"Brown_Hair": 1, "Young": 1})
-        model = str(save_bundle(StarganModel(spec, Generator(g).eval(), None), tmp / "random-128"))
+        # with a critic, as a trained model has: source attributes are estimated on every face
+        model = str(save_bundle(StarganModel(spec, Generator(g).eval(), Discriminator(d).eval()), tmp / "random-128",
+                                overwrite=True))
     overrides = {"translate.model": model, "translate.set": ["hair=blond"], "translate.backend": backend}
     if threads:
         overrides["translate.threads"] = threads
@@ -100,6 +105,7 @@ def bench_speed(args, tmp: Path) -> dict:
         "torch_threads": __import__("torch").get_num_threads(),
         "end_to_end_fps": round(report.fps, 2), "wall_seconds": round(report.seconds, 2),
         "faces": report.faces, "decode_only_fps": round(decode_fps, 1), "encode_only_fps": round(encode_fps, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "stage_busy_seconds": {k: round(v, 2) for k, v in stages.items()},
         "stage_share": {k: round(v / total, 3) for k, v in stages.items()},
         "note": "align is counted with paste, track with detect; decode/encode run in their own threads "
@@ -234,7 +240,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="length of the 1280x720 clip")
     ap.add_argument("--model", default=None, help="model bundle (default: random weights, default StarGAN size)")
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--backend", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--batch-frames", type=int, default=8)
     ap.add_argument("--detect-max-side", type=int, default=0, help="detect.max_side (0: the default 2048)")
