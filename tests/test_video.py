@@ -300,6 +300,27 @@ def test_region_detection_between_full_frames_follows_the_moving_face(pipeline, 
             assert abs(faces[0].landmarks[k][0] - x) <= 2.0 and abs(faces[0].landmarks[k][1] - y) <= 2.0, k
 
 
+def test_scene_cut_gets_a_whole_frame_detection(pipeline, tmp_path):
+    """A cut from one shot to another between whole-frame detections: the new shot's face is
+    searched on the whole frame at once (not only where the old face was), so every frame of
+    both shots is edited."""
+    import imageio.v3 as iio
+
+    shots = [(_astronaut(), FACE_CENTER), (np.ascontiguousarray(iio.imread(DATA / "grace_hopper.jpg")[..., :3]), (0.52, 0.38))]
+    frames = []
+    for k, (img, center) in enumerate(shots):
+        clip = V.render_pan_clip(img, tmp_path / f"shot{k}.mkv", SIZE, 0.4, 25, zoom=(1.8, 1.9), center=center)
+        frames += _frames(clip)
+    src = tmp_path / "cut.mkv"
+    h, w = frames[0].shape[:2]
+    subprocess.run([V.ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+                    "-framerate", "25", "-i", "-", "-c:v", "ffv1", str(src)], input=np.stack(frames).tobytes(), check=True)
+    report = V.process_video(src, tmp_path / "o.mkv", pipeline, _cfg(pipeline, detect_every=100))
+    assert report.frames == 20 and report.scene_cuts == 1
+    assert report.full_detections == 2 and report.region_detections == 18  # frame 0 and the cut
+    assert report.faces == 20 and report.tracks == 2
+
+
 def test_fps_option_resamples_to_a_new_constant_rate(clips, pipeline, tmp_path):
     out = tmp_path / "half.mp4"
     report = V.process_video(clips["audio"], out, pipeline, _cfg(pipeline, fps=12.5))
