@@ -62,7 +62,7 @@ class TranslateConfig:
     set: list[str] = field(default_factory=list)    #: one edit: ["hair=black", "male"]
     edits: list[str] = field(default_factory=list)  #: several edits, one string each: ["hair=black,male", "young"]
     source: str = "auto"            #: source attributes: auto (critic) or settings, e.g. "hair=brown,male"
-    edit_mode: str = ""             #: direct (G(x, c_trg)) or difference (x + G(x,c_trg) - G(x,c_src)); "" = the model card's
+    edit_mode: str = ""             #: direct (G(x,c_trg)), difference (x + G(x,c_trg) - G(x,c_src)) or masked (G(x,c_trg) where the edit acts, x elsewhere); "" = the model card's
 
 
 @dataclass

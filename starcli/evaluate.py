@@ -141,7 +141,7 @@ def evaluate_model(
 
     ``judge``: ``auto`` (masks when the dataset has them and the synth attributes, else the
     discriminator), ``masks`` or ``discriminator``. ``precision``: ``fp32`` or ``bf16`` (autocast
-    for the generator, faster on CPUs with bf16). ``edit_mode``: ``direct`` or ``difference``
+    for the generator, faster on CPUs with bf16). ``edit_mode``: ``direct``, ``difference`` or ``masked``
     (default: the model card's; see :func:`starcli.translate.edit_crops`). Raises :class:`InputError` / :class:`ModelError`.
     """
     if precision not in ("fp32", "bf16"):

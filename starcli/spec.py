@@ -54,7 +54,8 @@ class ModelSpec:
     mutually exclusive attributes (one hair colour at a time); ``image_size`` is the crop side in
     pixels; ``default_source`` gives the source labels assumed for a face when no discriminator
     can estimate them.  ``edit_mode`` is how edits are produced by default (``direct``:
-    ``G(x, c_trg)`` as in StarGAN; ``difference``: ``x + G(x, c_trg) - G(x, c_src)``, see
+    ``G(x, c_trg)`` as in StarGAN; ``difference``: ``x + G(x, c_trg) - G(x, c_src)``;
+    ``masked``: ``G(x, c_trg)`` where the edit acts, ``x`` elsewhere; see
     :func:`starcli.translate.edit_crops`).
     """
 

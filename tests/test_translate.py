@@ -34,6 +34,24 @@ def test_difference_mode_cancels_reconstruction_error_outside_the_edit():
     torch.testing.assert_close(difference[:, :, :8], torch.full_like(difference[:, :, :8], 0.7))
 
 
+def test_masked_mode_takes_the_generator_where_the_edit_acts_and_the_input_elsewhere():
+    """masked: the full generator output (reconstruction error included, as direct) inside the
+    edit's footprint, the input's exact pixels away from it, a blend only along its border."""
+    crops = torch.full((2, 3, 32, 32), 0.4)
+    source, target = torch.zeros(2, 2), torch.tensor([[1.0, 0.0]] * 2)
+    calls: list[int] = []
+    masked = edit_crops(_biased_generator(calls), crops, source, [target], "masked")[0]
+    assert calls == [4]
+    torch.testing.assert_close(masked[:, :, :7], torch.full_like(masked[:, :, :7], 0.8))  # G(x, c_trg)
+    torch.testing.assert_close(masked[:, :, 9:], crops[:, :, 9:])  # untouched
+    assert ((masked[:, :, 7:9] >= 0.4 - 1e-6) & (masked[:, :, 7:9] <= 0.8 + 1e-6)).all()
+    # a weak edit (change below MASK_FULL_CHANGE) is blended in proportion, never amplified
+    from starcli.translate import MASK_FULL_CHANGE, edit_footprint
+
+    weak = crops + MASK_FULL_CHANGE / 2
+    torch.testing.assert_close(edit_footprint(weak, crops), torch.full((2, 1, 32, 32), 0.5))
+
+
 def test_several_edits_share_one_call_and_keep_order():
     crops = torch.rand(2, 3, 8, 8)
     calls: list[int] = []
@@ -43,6 +61,6 @@ def test_several_edits_share_one_call_and_keep_order():
 
 
 def test_unknown_mode_and_empty_batch():
-    with pytest.raises(ValueError, match="direct, difference"):
+    with pytest.raises(ValueError, match="direct, difference, masked"):
         edit_crops(lambda c, l: c, torch.rand(1, 3, 4, 4), torch.zeros(1, 1), [torch.ones(1, 1)], "magic")
     assert edit_crops(lambda c, l: c, torch.rand(0, 3, 4, 4), torch.zeros(0, 1), [torch.ones(0, 1)])[0].shape == (0, 3, 4, 4)

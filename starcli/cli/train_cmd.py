@@ -135,7 +135,7 @@ def eval_command(
     device: Annotated[str, typer.Option("--device")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (generator autocast).")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: default).")] = 0,
-    edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct or difference (default: the model card's).")] = None,
+    edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct, difference or masked (default: the model card's).")] = None,
 ) -> None:
     """Per attribute: edit success rate, change outside the edited region, reconstruction L1, time."""
     try:

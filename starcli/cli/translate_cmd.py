@@ -42,7 +42,7 @@ def translate_command(
     backend: Annotated[Optional[str], typer.Option("--backend", help="Generator backend: auto, cpu, cuda, onnx, openvino... \\[translate.backend]")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the backend's). \\[translate.precision]")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="Source attributes instead of the critic's estimate, e.g. 'hair=brown,male'. \\[translate.source]")] = None,
-    edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct (StarGAN's output) or difference (input + G(x,target) - G(x,source): keeps unedited pixels; default: the model card's). \\[translate.edit_mode]")] = None,
+    edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct (StarGAN's output), difference (input + G(x,target) - G(x,source)) or masked (G's output where the edit acts, the input elsewhere); default: the model card's. \\[translate.edit_mode]")] = None,
     detector: Annotated[Optional[str], typer.Option("--detector", help="Face detector plugin. \\[detect.detector]")] = None,
     upsample: Annotated[Optional[int], typer.Option("--upsample", help="Detector upsampling (0-3; 1 finds ~40 px faces). \\[detect.upsample]")] = None,
     min_face: Annotated[Optional[float], typer.Option("--min-face", help="Ignore faces smaller than this many pixels. \\[detect.min_face_size]")] = None,
