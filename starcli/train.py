@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from starcli.augment import AugmentConfig, build_augmenter
+from starcli.config import read_toml
 from starcli.data import ImageStore, LabeledImages, load_dataset, memory_fits
 from starcli.errors import ConfigError, InputError, ModelError, StarcliError
 from starcli.spec import CELEBA_POINTS
@@ -172,20 +173,6 @@ _CHOICES = {
 }
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise InputError(path, "config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-
-
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is list:
@@ -255,7 +242,7 @@ def load_train_config(
     if base is not None:
         _merge(cfg, asdict(base) if is_dataclass(base) else base)
     if path is not None:
-        _merge(cfg, _load_toml(Path(path)))
+        _merge(cfg, read_toml(Path(path)))
     if overrides:
         _merge(cfg, _nest({k: v for k, v in overrides.items() if v is not None}))
     validate_config(cfg)
