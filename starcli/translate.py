@@ -80,8 +80,8 @@ def edit_crops(translate: Callable[[Tensor, Tensor], Tensor], crops: Tensor, sou
       error cancels wherever the edit changes nothing, so regions outside the edit keep the
       input's pixels.
     - ``masked``: ``x + m * (G(x, c_trg) - x)`` with ``m`` = :func:`edit_footprint`: the
-      generator's output where the edit acts (edits as strong as ``direct``), the input's pixels
-      where it does not (as ``difference``).
+      generator's output where the edit acts (edits nearly as strong as ``direct``), the
+      input's pixels where it does not (as ``difference``).
 
     ``difference`` and ``masked`` cost one extra generator pass per face, shared by all edits.
     """
