@@ -29,11 +29,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run_json(script: str, args: list[str], out: Path) -> dict:
+def run_json(script: str, args: list[str], out: Path, quiet: bool) -> dict:
     """Run ``benchmarks/<script>`` with ``--json out`` and return what it wrote."""
     cmd = [sys.executable, str(HERE / script), *args, "--json", str(out)]
     print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if "--quiet" in sys.argv else None)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if quiet else None)
     return json.loads(out.read_text())
 
 
@@ -47,11 +47,11 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="starcli-throughput-") as tmp:
-        photos = run_json("photos_bench.py", ["--photos", str(args.photos), "--backend", args.backend], Path(tmp) / "photos.json")
+        photos = run_json("photos_bench.py", ["--photos", str(args.photos), "--backend", args.backend], Path(tmp) / "photos.json", args.quiet)
         video_args = ["--seconds", str(args.video_seconds), "--backend", args.backend]
         if args.memory_seconds > 0:
             video_args += ["--memory", str(args.memory_seconds)]
-        video = run_json("video_bench.py", video_args, Path(tmp) / "video.json")
+        video = run_json("video_bench.py", video_args, Path(tmp) / "video.json", args.quiet)
 
     speed, memory = video["speed"], video.get("memory", {})
     rows = [

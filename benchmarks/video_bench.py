@@ -188,9 +188,9 @@ def _view_map(n: int, i: int, size, zoom, pan, center, iw=512, ih=512):
 
 def bench_jitter(args, tmp: Path) -> dict:
     from starcli.align import CELEBA_TEMPLATE, estimate_transforms, face_points, template_tensor
-    from starcli.detect import DlibDetector, detect_in_regions
+    from starcli.detect import DlibDetector, add_new_faces, detect_in_regions
     from starcli.pipeline import REGION_FACE_SIDE
-    from starcli.tracking import FaceTracker, TrackerConfig, alignment_jitter, box_iou
+    from starcli.tracking import FaceTracker, TrackerConfig, alignment_jitter
 
     det = DlibDetector()
     img = astronaut()
@@ -219,7 +219,7 @@ def bench_jitter(args, tmp: Path) -> dict:
             for i, (f, d) in enumerate(zip(frames, dets)):
                 if label.endswith("(video default)") and tr.tracks:  # as starcli.video does
                     r = detect_in_regions(det, f, tr.predicted_boxes(i), face_side=REGION_FACE_SIDE)
-                    d = r + [x for x in d if all(box_iou(x.box, y.box) <= 0.3 for y in r)] if i % 10 == 0 else r
+                    d = add_new_faces(r, d) if i % 10 == 0 else r
                 got = tr.update(i, d, f)
                 faces.append(got[0].face if got else None)
             ok = [i for i, f in enumerate(faces) if f is not None]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,6 +47,14 @@ class Backend(Protocol):
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def critic_input(backend: str, model: StarganModel, crops: Tensor) -> "np.ndarray":
+    """The critic's input for ``classify``: crops ``(N, 3, S, S)`` in ``[0, 1]`` as a float32
+    numpy array in ``[-1, 1]``; raises :class:`PluginError` when the model has no critic."""
+    if model.discriminator is None:
+        raise PluginError(f"backend '{backend}': the model has no critic")
+    return crops.detach().to("cpu", torch.float32).numpy() * np.float32(2.0) - np.float32(1.0)
 
 
 def checked_options(backend: str, section: Mapping[str, Any], allowed: set[str]) -> dict[str, Any]:

@@ -38,6 +38,8 @@ __all__ = [
     "Detector",
     "DlibDetector",
     "Face",
+    "add_new_faces",
+    "box_iou",
     "check_images",
     "detect_in_regions",
     "dlib_model_path",
@@ -173,12 +175,25 @@ def finish_faces(faces: list[Face], min_face_size: float = 0.0, largest_only: bo
     return faces[:1] if largest_only else faces
 
 
-def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes.
+
+    >>> box_iou((0, 0, 2, 2), (1, 0, 3, 2))
+    0.3333333333333333
+    """
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(inter / union) if union > 0 else 0.0
+
+
+def add_new_faces(kept: list[Face], found: Sequence[Face], max_iou: float = 0.3) -> list[Face]:
+    """``kept`` plus the faces of ``found`` that overlap none of them (IoU <= ``max_iou``): video
+    keeps tracked faces from their regions and adds only new ones from a whole-frame search."""
+    return kept + [f for f in found if all(box_iou(f.box, k.box) <= max_iou for k in kept)]
 
 
 #: Pixel grid of the regions searched by :func:`detect_in_regions`.
@@ -238,7 +253,7 @@ def detect_in_regions(detector: Detector, image: np.ndarray, boxes: Sequence[Seq
         if (sx, sy) != (1.0, 1.0) and refine is not None:
             faces = refine(image, faces)
         for face in faces:
-            twin = next((i for i, g in enumerate(found) if _box_iou(g.box, face.box) > 0.5), None)
+            twin = next((i for i, g in enumerate(found) if box_iou(g.box, face.box) > 0.5), None)
             if twin is None:
                 found.append(face)
             elif face.score > found[twin].score:

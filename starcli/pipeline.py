@@ -315,14 +315,19 @@ class Pipeline:
         spent waiting for another thread's call is kept in ``detect_wait_seconds`` (per thread).
         """
         images = [media.to_uint8(f) for f in frames]
+        return self._with_detector(lambda detector: detector.detect(images))
+
+    def _with_detector(self, call: Callable[[Any], Any]) -> Any:
+        """``call(detector)``, under the detector lock unless the detector is ``thread_safe``;
+        the wait for the lock goes to ``detect_wait_seconds``."""
         detector = self.detector
         if getattr(detector, "thread_safe", False):
             self._tls.detect_wait_seconds = 0.0
-            return detector.detect(images)
+            return call(detector)
         t0 = time.perf_counter()
         with self._detector_lock:
             self._tls.detect_wait_seconds = time.perf_counter() - t0
-            return detector.detect(images)
+            return call(detector)
 
     def detect_regions(self, frame: np.ndarray, boxes: Sequence[Sequence[float]]) -> list:
         """Faces of ``frame`` found inside square regions around ``boxes`` (pixel ``(x0, y0, x1,
@@ -332,14 +337,10 @@ class Pipeline:
             return []
         from .detect import detect_in_regions
 
-        image = media.to_uint8(frame)
-        detector = self.detector
         # never shrink a face below what detect.min_face_size keeps
         side = max(REGION_FACE_SIDE, 1.5 * float(self.cfg.detect.min_face_size or 0.0))
-        if getattr(detector, "thread_safe", False):
-            return detect_in_regions(detector, image, boxes, face_side=side)
-        with self._detector_lock:
-            return detect_in_regions(detector, image, boxes, face_side=side)
+        image = media.to_uint8(frame)
+        return self._with_detector(lambda detector: detect_in_regions(detector, image, boxes, face_side=side))
 
     @property
     def detect_wait_seconds(self) -> float:

@@ -20,7 +20,7 @@ detector was not run) and returns one :class:`TrackedFace` per live track:
    velocity, for up to ``max_missed`` frames (``bridged=True``); then it ends (face leaving).
 
 >>> import numpy as np
->>> from starcli.detect import Face
+>>> from starcli.detect import Face, box_iou
 >>> f = Face((10., 10., 50., 50.), 1.0, {"left_eye": (20., 25.), "right_eye": (40., 25.)}, np.zeros((0, 2)))
 >>> tr = FaceTracker(TrackerConfig(), fps=25)
 >>> [t.track_id for t in tr.update(0, [f])], [t.bridged for t in tr.update(1, [])]
@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from starcli.detect import Face
+from starcli.detect import Face, box_iou
 from starcli.errors import ConfigError
 
 __all__ = ["TrackerConfig", "OneEuroFilter", "SceneCutDetector", "TrackedFace", "FaceTracker",
@@ -163,21 +163,6 @@ class SceneCutDetector:
 
     def reset(self) -> None:
         self.prev = None
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes.
-
-    >>> box_iou((0, 0, 2, 2), (1, 0, 3, 2))
-    0.3333333333333333
-    """
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 @dataclass

@@ -858,7 +858,8 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
     rerun resumes.
     """
     from starcli.pipeline import FrameJob
-    from starcli.tracking import FaceTracker, TrackerConfig, box_iou
+    from starcli.detect import add_new_faces
+    from starcli.tracking import FaceTracker, TrackerConfig
 
     t_start = time.perf_counter()
     src = Path(src)
@@ -1055,8 +1056,7 @@ def process_video(src: str | Path, dst: str | Path | Sequence[str | Path], pipel
                 if faces is not None and opts.region_detect and tracker.tracks:
                     # tracked faces keep coming from their regions (the same scan as on the
                     # other frames: no jump every detect_every frames); the whole frame adds new ones
-                    tracked_faces = pipeline.detect_regions(f, tracker.predicted_boxes(index + i))
-                    faces = tracked_faces + [d for d in faces if all(box_iou(d.box, g.box) <= 0.3 for g in tracked_faces)]
+                    faces = add_new_faces(pipeline.detect_regions(f, tracker.predicted_boxes(index + i)), faces)
                 elif faces is None and cut:  # new shot: search the whole frame
                     faces = pipeline.detect([f])[0]
                     report.full_detections += 1

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from starcli.backends import checked_options
+from starcli.backends import checked_options, critic_input
 from starcli.errors import PluginError
 from starcli.models import StarganModel
 
@@ -83,9 +83,8 @@ class OnnxBackend:
     def classify(self, crops: Tensor) -> Tensor:
         """Critic attribute logits ``(N, C)`` float32 of crops ``(N, 3, S, S)`` in ``[0, 1]`` at the
         critic's input size (one ONNX Runtime thread: it runs beside the generator)."""
-        if self.model.discriminator is None:
-            raise PluginError("backend 'onnx': the model has no critic")
-        if len(crops) == 0:
+        x = critic_input("onnx", self.model, crops)
+        if len(x) == 0:
             return torch.zeros(0, self.model.discriminator.config.c_dim)
         with self._critic_lock:
             if self._critic is None:
@@ -97,7 +96,6 @@ class OnnxBackend:
                 options.intra_op_num_threads = 1
                 options.inter_op_num_threads = 1
                 self._critic = ort.InferenceSession(str(cached_critic_onnx(self.model)), sess_options=options, providers=["CPUExecutionProvider"])
-        x = crops.detach().to("cpu", torch.float32).numpy() * np.float32(2.0) - np.float32(1.0)
         (logits,) = self._critic.run(None, {"x": x})
         return torch.from_numpy(np.asarray(logits, np.float32))
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from starcli.backends import checked_options
+from starcli.backends import checked_options, critic_input
 from starcli.errors import PluginError
 from starcli.models import StarganModel
 
@@ -151,9 +151,8 @@ class OpenVinoBackend:
     def classify(self, crops: Tensor) -> Tensor:
         """Critic attribute logits ``(N, C)`` float32 of crops ``(N, 3, S, S)`` in ``[0, 1]`` at the
         critic's input size. One thread; safe to call beside :meth:`translate`."""
-        if self.model.discriminator is None:
-            raise PluginError("backend 'openvino': the model has no critic")
-        if len(crops) == 0:
+        x = critic_input("openvino", self.model, crops)
+        if len(x) == 0:
             return torch.zeros(0, self.model.discriminator.config.c_dim)
         with self._lock:
             if self._critic is None:
@@ -165,7 +164,6 @@ class OpenVinoBackend:
         request = getattr(self._critic_local, "request", None)
         if request is None:  # one request per calling thread
             request = self._critic_local.request = self._critic.create_infer_request()
-        x = crops.detach().to("cpu", torch.float32).numpy() * np.float32(2.0) - np.float32(1.0)
         request.infer({"x": x})
         return torch.from_numpy(np.array(request.get_output_tensor(0).data, np.float32, copy=True))
 
