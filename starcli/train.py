@@ -55,6 +55,7 @@ __all__ = [
     "gradient_penalty",
     "classification_loss",
     "paired_l1",
+    "paired_region_l1",
     "load_checkpoint_state",
     "find_checkpoint",
     "CHECKPOINT_FORMAT",
@@ -119,6 +120,7 @@ class LossConfig:
     lambda_pair: float = 0.0  # paired L1 on counterfactual pairs (0: off)
     pair_weight: float = 5.0  # weight of pixels that differ between a pair's source and target
     pair_threshold: float = 0.03  # per-pixel max channel difference on [0, 1] counted as "changed"
+    lambda_pair_region: float = 0.0  # paired L1 averaged over each pair's changed pixels only (0: off)
     gp_precision: str = "fp32"  # fp32 | autocast: precision of the gradient-penalty forward/backward
 
 
@@ -281,6 +283,7 @@ def validate_config(cfg: TrainConfig) -> None:
         "run.max_steps": cfg.run.max_steps,
         "log.sample_count": cfg.log.sample_count,
         "loss.lambda_pair": cfg.loss.lambda_pair,
+        "loss.lambda_pair_region": cfg.loss.lambda_pair_region,
         "data.memory_limit_mb": cfg.data.memory_limit_mb,
     }
     for key, value in nonneg.items():
@@ -383,6 +386,23 @@ def paired_l1(fake: Tensor, target: Tensor, source: Tensor, *, weight: float, th
         changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
         w = 1.0 + (weight - 1.0) * changed
     return (w * (fake.float() - target.float()).abs()).mean()
+
+
+def paired_region_l1(fake: Tensor, target: Tensor, source: Tensor, *, threshold: float) -> Tensor:
+    """L1 between ``fake`` and ``target`` (``(B, C, H, W)`` in ``[-1, 1]``) averaged over each pair's
+    changed pixels, then over pairs that change any pixel (0 when none does).
+
+    Every pair's edit counts the same whatever its area: a few wrinkle or mouth pixels weigh as
+    much as a whole head of hair. Changed: as in :func:`paired_l1`.
+    """
+    with torch.no_grad():
+        changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
+        area = changed.sum(dim=(1, 2, 3))
+    err = ((fake.float() - target.float()).abs().mean(1, keepdim=True) * changed).sum(dim=(1, 2, 3))
+    has = area > 0
+    if not bool(has.any()):
+        return fake.float().sum() * 0.0
+    return (err[has] / area[has]).mean()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1010,6 +1030,10 @@ class _Trainer:
                 loss_pair = paired_l1(x_pair, pair[1], pair[0], weight=lc.pair_weight, threshold=lc.pair_threshold)
                 loss = loss + lc.lambda_pair * loss_pair
                 logs["G/pair"] = loss_pair.item()
+                if lc.lambda_pair_region > 0:
+                    loss_region = paired_region_l1(x_pair, pair[1], pair[0], threshold=lc.pair_threshold)
+                    loss = loss + lc.lambda_pair_region * loss_region
+                    logs["G/pair_region"] = loss_region.item()
             self.opt_G.zero_grad(set_to_none=True)
             self._backward_step(loss, self.opt_G, self.G, self.scaler_G)
         finally:

@@ -20,6 +20,7 @@ from starcli.train import (
     load_train_config,
     lr_factor,
     paired_l1,
+    paired_region_l1,
     sample_target_labels,
     train,
 )
@@ -80,6 +81,21 @@ def test_paired_l1_weights_changed_pixels():
     base = paired_l1(fake, tgt, src, weight=1.0, threshold=0.03)
     up = paired_l1(fake, tgt, src, weight=5.0, threshold=0.03)
     assert up == pytest.approx(5 * base.item())
+
+
+def test_paired_region_l1_gives_small_and_large_edits_equal_weight():
+    src = torch.zeros(2, 3, 8, 8)
+    tgt = src.clone()
+    tgt[0, :, 0, 0] = 1.0  # pair 0 changes one pixel, pair 1 a whole half
+    tgt[1, :, :4] = 1.0
+    fake = src.clone()  # the generator left both unedited
+    assert paired_region_l1(fake, tgt, src, threshold=0.03).item() == pytest.approx(1.0)
+    assert paired_l1(fake, tgt, src, weight=1.0, threshold=0.03).item() == pytest.approx(33 / 128)
+    fake[0] = tgt[0]  # the one-pixel edit done right halves the loss
+    assert paired_region_l1(fake, tgt, src, threshold=0.03).item() == pytest.approx(0.5)
+    # errors outside the changed pixels do not count; no changed pixel at all gives 0
+    assert paired_region_l1(fake + 0.5 * (tgt == 0), tgt, src, threshold=0.03).item() == pytest.approx(0.5)
+    assert paired_region_l1(fake, src, src, threshold=0.03).item() == 0.0
 
 
 def test_gradient_penalty_fp32_under_bf16_autocast():
@@ -150,10 +166,11 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_train_writes_bundle_checkpoints_samples(dataset, tmp_path):
     out = tmp_path / "run"
     steps = []
-    cfg = tiny_config(dataset, out, optim__iters=4, run__save_every=2, run__keep_last=1, log__sample_every=2, loss__lambda_pair=10.0)
+    cfg = tiny_config(dataset, out, optim__iters=4, run__save_every=2, run__keep_last=1, log__sample_every=2, loss__lambda_pair=10.0,
+                      loss__lambda_pair_region=5.0)
     summary = train(cfg, on_step=steps.append)
     assert [s.step for s in steps] == [1, 2, 3, 4]
-    assert "G/pair" in summary.losses and summary.num_pairs == 8
+    assert "G/pair" in summary.losses and "G/pair_region" in summary.losses and summary.num_pairs == 8
     assert steps[-1].lr == 0.0
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == ["step_0000004"]  # keep_last 1, no temp folders left
