@@ -63,6 +63,7 @@ class TranslateConfig:
     edits: list[str] = field(default_factory=list)  #: several edits, one string each: ["hair=black,male", "young"]
     source: str = "auto"            #: source attributes: auto (critic) or settings, e.g. "hair=brown,male"
     edit_mode: str = ""             #: direct (G(x,c_trg)), difference (x + G(x,c_trg) - G(x,c_src)) or masked (G(x,c_trg) where the edit acts, x elsewhere); "" = the model card's
+    strength: float = 1.0           #: scales every edit: 0 = no change, 1 = as the model (and its card's edit_strength) makes it, up to 4
 
 
 @dataclass
@@ -191,7 +192,7 @@ _CHOICES = {
 _RANGES = {
     "run.batch_size": (1, 1024), "run.workers": (1, 64), "run.queue_size": (1, 4096),
     "run.png_compress_level": (0, 9), "run.jpeg_quality": (0, 100), "detect.upsample": (0, 3),
-    "translate.threads": (0, 1024), "paste.feather": (0.001, 0.12), "run.max_megapixels": (0.001, 1e6),
+    "translate.threads": (0, 1024), "translate.strength": (0.0, 4.0), "paste.feather": (0.001, 0.12), "run.max_megapixels": (0.001, 1e6),
     "detect.min_face_size": (0, 1e6), "detect.max_side": (64, 1 << 20),
 }
 

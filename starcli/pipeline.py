@@ -268,7 +268,7 @@ class Pipeline:
                 section["threads"] = tcfg.threads
             backend = make_backend(tcfg.backend, self.model, section)
         self.backend = backend
-        self.translator = FaceTranslator(self.model, backend, self.edits, tcfg.source or "auto", tcfg.edit_mode or None)
+        self.translator = FaceTranslator(self.model, backend, self.edits, tcfg.source or "auto", tcfg.edit_mode or None, tcfg.strength)
         self.critic_seconds = 0.0  # time spent estimating source attributes (in translate)
         self._estimate_sources = self.translator.source_labels
         self._given_sources = threading.local()
