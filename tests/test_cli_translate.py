@@ -153,6 +153,16 @@ def test_identity_backend_reproduces_the_input(tmp_path, tiny_model_dir, test_pl
     assert np.abs(a - b).max() <= 1  # within 1/255 everywhere (colour match + rounding)
 
 
+def test_strength_zero_keeps_the_photo_and_out_of_range_is_a_usage_error(tmp_path, tiny_model_dir):
+    result = run("translate", DATA / "astronaut.png", "--set", "male", "-o", tmp_path, "--model", tiny_model_dir, "--strength", "0")
+    assert result.exit_code == 0, result.output
+    a = np.asarray(Image.open(DATA / "astronaut.png").convert("RGB")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "astronaut.png").convert("RGB")).astype(int)
+    assert np.abs(a - b).max() <= 1  # the random model's edit scaled to nothing
+    result = run("translate", DATA / "astronaut.png", "--set", "male", "-o", tmp_path / "o", "--model", tiny_model_dir, "--strength", "9")
+    assert result.exit_code == 2 and "translate.strength" in result.output and not (tmp_path / "o").exists()
+
+
 def test_grid_crops_edits_and_report(tmp_path, tiny_model_dir):
     result = run("translate", DATA / "grace_hopper.jpg", "--edit", "hair=blond", "--edit", "no-young,male",
                  "-o", tmp_path, "--model", tiny_model_dir, "--grid", "--crops", "--report", tmp_path / "r.json")
