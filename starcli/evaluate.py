@@ -58,7 +58,6 @@ class EvalReport:
     judge: str
     num_images: int
     edit_mode: str = "direct"
-    edit_strength: dict[str, float] = field(default_factory=dict)  # per-attribute boosts applied
     rows: list[EvalRow] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -136,7 +135,6 @@ def evaluate_model(
     device: str = "auto",
     precision: str = "fp32",
     edit_mode: str | None = None,
-    card_strength: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Translate held-out images of ``data`` with ``model`` and measure each edit (see module doc).
@@ -144,8 +142,7 @@ def evaluate_model(
     ``judge``: ``auto`` (masks when the dataset has them and the synth attributes, else the
     discriminator), ``masks`` or ``discriminator``. ``precision``: ``fp32`` or ``bf16`` (autocast
     for the generator, faster on CPUs with bf16). ``edit_mode``: ``direct``, ``difference`` or ``masked``
-    (default: the model card's; see :func:`starcli.translate.edit_crops`). ``card_strength``: apply
-    the card's per-attribute ``edit_strength`` as ``starcli translate`` does (False: the raw model). Raises :class:`InputError` / :class:`ModelError`.
+    (default: the model card's; see :func:`starcli.translate.edit_crops`). Raises :class:`InputError` / :class:`ModelError`.
     """
     if precision not in ("fp32", "bf16"):
         raise InputError(None, f"unknown precision {precision!r} (fp32 or bf16)")
@@ -212,9 +209,7 @@ def evaluate_model(
         with torch.no_grad(), amp:
             return ((G(crops * 2 - 1, c).float() + 1) / 2).clamp(0, 1)
 
-    boosts = spec.edit_boosts() if card_strength else {}
-    report = EvalReport(model=str(model), data=str(data), judge=judge_name, num_images=n, edit_mode=mode,
-                        edit_strength={attributes[k]: f for k, f in boosts.items()})
+    report = EvalReport(model=str(model), data=str(data), judge=judge_name, num_images=n, edit_mode=mode)
     for attr, kind in edits_for(attributes, groups):
         k = attributes.index(attr)
         group = next((g for g in groups if attr in g), None)
@@ -239,9 +234,9 @@ def evaluate_model(
             else:
                 c_trg[:, k] = 1.0 - c_trg[:, k]
             t0 = time.perf_counter()
-            y01 = edit_crops(generate, x, c_src, [c_trg], mode, boosts=boosts)[0]
+            y01 = edit_crops(generate, x, c_src, [c_trg], mode)[0]
             t_fwd += time.perf_counter() - t0
-            rec01 = edit_crops(generate, y01, c_trg, [c_src], mode, boosts=boosts)[0]
+            rec01 = edit_crops(generate, y01, c_trg, [c_src], mode)[0]
             rec_sum += float((rec01 - x).abs().mean(dim=(1, 2, 3)).sum())
             pred = run_judge(y01, idx)
             ok += int((pred[:, k] == c_trg[:, k].cpu().numpy()).sum())

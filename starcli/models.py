@@ -398,7 +398,7 @@ def export_model(
         if name:
             spec.name = name
         for key, value in (card_updates or {}).items():
-            if key not in {"description", "license", "provenance", "quality", "recipe", "default_source", "edit_mode", "edit_strength"}:
+            if key not in {"description", "license", "provenance", "quality", "recipe", "default_source", "edit_mode"}:
                 raise ModelError(f"card field '{key}' cannot be set on export")
             current = getattr(spec, key)
             setattr(spec, key, {**current, **value} if isinstance(current, dict) and isinstance(value, Mapping) else value)

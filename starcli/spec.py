@@ -56,8 +56,7 @@ class ModelSpec:
     can estimate them.  ``edit_mode`` is how edits are produced by default (``direct``:
     ``G(x, c_trg)`` as in StarGAN; ``difference``: ``x + G(x, c_trg) - G(x, c_src)``;
     ``masked``: ``G(x, c_trg)`` where the edit acts, ``x`` elsewhere; see
-    :func:`starcli.translate.edit_crops`).  ``edit_strength`` maps binary (ungrouped) attributes to
-    a factor (> 0) that their edits are amplified by, for a model that under-draws an edit.
+    :func:`starcli.translate.edit_crops`).
     """
 
     name: str
@@ -72,7 +71,6 @@ class ModelSpec:
     )
     instance_norm: str = "per_image"
     edit_mode: str = "direct"
-    edit_strength: dict[str, float] = field(default_factory=dict)
     default_source: dict[str, int] = field(default_factory=dict)
     license: str = "unknown"
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -92,21 +90,6 @@ class ModelSpec:
             unknown = [a for a in group if a not in self.attributes]
             if unknown:
                 raise ModelError(f"model '{self.name}': group members {unknown} are not attributes")
-        grouped = {a for g in self.groups for a in g}
-        for attr, factor in self.edit_strength.items():
-            if attr not in self.attributes or attr in grouped:
-                raise ModelError(f"model '{self.name}': edit_strength names '{attr}', which is not a binary attribute")
-            if not 0.0 < factor <= 10.0:
-                raise ModelError(f"model '{self.name}': edit_strength of '{attr}' must be in (0, 10], not {factor}")
-
-    def edit_boosts(self) -> dict[int, float]:
-        """``edit_strength`` by label column (factors other than 1), for :func:`starcli.translate.edit_crops`.
-
-        >>> spec = ModelSpec("m", ["A", "B"], 64, GeneratorConfig(c_dim=2), edit_strength={"B": 2.5})
-        >>> spec.edit_boosts()
-        {1: 2.5}
-        """
-        return {self.attributes.index(a): float(f) for a, f in self.edit_strength.items() if f != 1.0}
 
     # -- card I/O ------------------------------------------------------------------------------
     def to_card(self) -> dict[str, Any]:
@@ -136,7 +119,6 @@ class ModelSpec:
                 normalization=card.get("normalization") or {"mean": [0.5] * 3, "std": [0.5] * 3},
                 instance_norm=str(card.get("instance_norm", "per_image")),
                 edit_mode=str(card.get("edit_mode", "direct")),
-                edit_strength={str(k): float(v) for k, v in (card.get("edit_strength") or {}).items()},
                 default_source={str(k): int(v) for k, v in (card.get("default_source") or {}).items()},
                 license=str(card.get("license", "unknown")),
                 provenance=dict(card.get("provenance") or {}),

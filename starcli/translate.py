@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +76,6 @@ def edit_crops(
     targets: list[Tensor],
     mode: str = "direct",
     *,
-    boosts: Mapping[int, float] | None = None,
     strength: float = 1.0,
 ) -> list[Tensor]:
     """Apply each target label set to ``crops`` with ``translate(crops, labels) -> crops``.
@@ -92,60 +91,28 @@ def edit_crops(
       generator's output where the edit acts (edits nearly as strong as ``direct``), the
       input's pixels where it does not (as ``difference``).
 
-    ``boosts`` (label column -> factor, e.g. a model card's ``edit_strength``) amplifies the change
-    of single attributes: wherever a target changes column ``k``, ``(factor - 1) * m_k * (G(x,
-    c_k) - G(x, c_src))`` is added, ``c_k`` being the source labels with only column ``k`` taken
-    from the target (``m_k`` its footprint in ``masked`` mode, else 1). A target that changes only
-    ``k`` reuses its own pass; a target that changes more costs one pass per boosted column.
-    ``strength`` then scales every edit: ``x + strength * (edited - x)`` (``< 1`` weaker, ``> 1``
-    stronger). ``difference``, ``masked`` and boosts cost one pass per face for ``G(x, c_src)``,
-    shared by all edits.
+    ``difference`` and ``masked`` cost one extra generator pass per face, shared by all edits.
+    ``strength`` scales every edit: ``x + strength * (edited - x)`` (``< 1`` weaker, ``> 1``
+    stronger, clipped to ``[0, 1]``).
     """
     if mode not in EDIT_MODES:
         raise ValueError(f"edit mode must be one of {', '.join(EDIT_MODES)}, not {mode!r}")
     n = len(crops)
     if n == 0:
         return [crops.clone() for _ in targets]
-    # per target: the boosted columns it changes on some face, with the labels that change only them
-    boost_labels: list[list[tuple[float, Tensor | None]]] = []
-    extra: list[Tensor] = []
-    for target in targets:
-        terms: list[tuple[float, Tensor | None]] = []
-        for column, factor in (boosts or {}).items():
-            changes = target[:, column] != source[:, column]
-            if factor == 1.0 or not bool(changes.any()):
-                continue
-            only = source.clone()
-            only[:, column] = target[:, column]
-            if torch.equal(only, target):
-                terms.append((factor, None))  # the edit itself
-            else:
-                terms.append((factor, only))
-                extra.append(only)
-        boost_labels.append(terms)
-    need_source = mode != "direct" or any(boost_labels)
-    labels = list(targets) + extra + ([source] if need_source else [])
+    labels = list(targets) + ([source] if mode != "direct" else [])
     outputs = list(translate(crops.repeat(len(labels), 1, 1, 1), torch.cat(labels)).split(n))
-    reconstruction = outputs.pop() if need_source else None
-    edited_outputs, extra_outputs = outputs[: len(targets)], iter(outputs[len(targets) :])
-    results = []
-    for out, terms in zip(edited_outputs, boost_labels):
-        if mode == "direct":
-            edited = out
-        elif mode == "difference":
-            edited = crops + out - reconstruction
+    if mode == "direct":
+        edited = outputs
+    else:
+        reconstruction = outputs.pop()
+        if mode == "difference":
+            edited = [(crops + out - reconstruction).clamp_(0.0, 1.0) for out in outputs]
         else:
-            edited = torch.lerp(crops, out, edit_footprint(out, reconstruction))
-        for factor, only in terms:
-            single = out if only is None else next(extra_outputs)
-            change = single - reconstruction
-            if mode == "masked":
-                change = change * edit_footprint(single, reconstruction)
-            edited = edited + (factor - 1.0) * change
-        if strength != 1.0:
-            edited = torch.lerp(crops, edited, strength)
-        results.append(edited.clamp_(0.0, 1.0) if edited is not out else edited)
-    return results
+            edited = [torch.lerp(crops, out, edit_footprint(out, reconstruction)).clamp_(0.0, 1.0) for out in outputs]
+    if strength != 1.0:
+        edited = [torch.lerp(crops, e, strength).clamp_(0.0, 1.0) for e in edited]
+    return edited
 
 
 @dataclass
@@ -162,7 +129,7 @@ class FaceTranslator:
 
     ``source``: ``"auto"`` (discriminator if present, else the card's default), or a setting
     string such as ``"hair=brown,no-male"`` applied on top of the card's default. ``strength``
-    scales every edit (1: as the model makes it, with the card's per-attribute ``edit_strength``).
+    scales every edit (1: as the model makes it; see :func:`edit_crops`).
     """
 
     def __init__(self, model: StarganModel, backend: Backend, edits: list[Edit], source: str = "auto", edit_mode: str | None = None, strength: float = 1.0):
@@ -175,7 +142,6 @@ class FaceTranslator:
         if not 0.0 <= strength <= 4.0:
             raise AttributeSpecError(f"edit strength must be in [0, 4], not {strength}")
         self.strength = strength
-        self.boosts = model.spec.edit_boosts()
         self.use_critic = source == "auto" and model.discriminator is not None
         # a backend may run the critic itself (compiled, cheaper than eager PyTorch per call)
         self.classify = getattr(backend, "classify", None) if self.use_critic else None
@@ -195,5 +161,5 @@ class FaceTranslator:
         """
         source = self.source_labels(crops)
         targets = [edit.apply(source) for edit in self.edits]
-        outputs = edit_crops(self.backend.translate, crops, source, targets, self.edit_mode, boosts=self.boosts, strength=self.strength)
+        outputs = edit_crops(self.backend.translate, crops, source, targets, self.edit_mode, strength=self.strength)
         return TranslationResult(source, targets, outputs)

@@ -66,68 +66,27 @@ def test_unknown_mode_and_empty_batch():
     assert edit_crops(lambda c, l: c, torch.rand(0, 3, 4, 4), torch.zeros(0, 1), [torch.ones(0, 1)])[0].shape == (0, 3, 4, 4)
 
 
-def _two_region_generator(calls: list[int]):
-    """No reconstruction error; label 0 adds 0.1 to the top 8 rows, label 1 adds 0.2 to the bottom 8."""
-
-    def translate(crops: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        calls.append(len(crops))
-        out = crops.clone()
-        out[labels[:, 0] > 0.5, :, :8] += 0.1
-        out[labels[:, 1] > 0.5, :, 8:] += 0.2
-        return out
-
-    return translate
-
-
-@pytest.mark.parametrize("mode", ["direct", "difference", "masked"])
-def test_card_boost_amplifies_only_its_attribute(mode):
-    """A card's edit_strength {label 0: 3}: the label-0 change is drawn 3x, a label-1 change in the
-    same edit stays as the model makes it, and a face whose label 0 does not change is untouched."""
-    crops = torch.full((2, 3, 32, 16), 0.4)
-    source = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # face 1 already has label 0
-    only_0 = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    both = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
-    calls: list[int] = []
-    out_0, out_both = edit_crops(_two_region_generator(calls), crops, source, [only_0, both], mode, boosts={0: 3.0})
-    assert calls == [2 * 4], "one call: 2 edits + the label-0-only pass of the combined edit + the source"
-    top, bottom = slice(2, 6), slice(26, 30)  # away from the footprint's blurred border
-    torch.testing.assert_close(out_0[0, :, top], torch.full((3, 4, 16), 0.7))  # 0.4 + 3 * 0.1
-    plain = edit_crops(_two_region_generator([]), crops, source, [only_0], mode)[0]
-    torch.testing.assert_close(out_0[1], plain[1])  # label 0 unchanged on face 1: not boosted
-    torch.testing.assert_close(out_both[0, :, top], torch.full((3, 4, 16), 0.7))
-    torch.testing.assert_close(out_both[:, :, bottom], torch.full((2, 3, 4, 16), 0.6))  # 0.4 + 0.2, not boosted
-
-
-def test_boost_of_a_single_attribute_edit_costs_no_extra_pass_and_strength_scales_edits():
+def test_strength_scales_every_edit():
+    """0 keeps the input, 0.5 goes half way, 2 pushes the change twice as far (clipped to [0, 1])."""
     crops = torch.full((1, 3, 16, 16), 0.4)
     source, target = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])
-    calls: list[int] = []
-    boosted = edit_crops(_two_region_generator(calls), crops, source, [target], "direct", boosts={0: 2.0, 1: 5.0})[0]
-    assert calls == [2]  # the edit and the source pass
-    torch.testing.assert_close(boosted[0, :, :8], torch.full((3, 8, 16), 0.6))
-    half = edit_crops(_two_region_generator(calls), crops, source, [target], "difference", strength=0.5)[0]
-    torch.testing.assert_close(half[0, :, :8], torch.full((3, 8, 16), 0.45))
-    none = edit_crops(_two_region_generator(calls), crops, source, [target], "masked", strength=0.0)[0]
-    torch.testing.assert_close(none, crops)
+    for mode in ("direct", "difference", "masked"):
+        edited = {s: edit_crops(_biased_generator([]), crops, source, [target], mode, strength=s)[0] for s in (0.0, 0.5, 1.0, 2.0)}
+        torch.testing.assert_close(edited[0.0], crops)
+        torch.testing.assert_close(edited[0.5], (crops + edited[1.0]) / 2)
+        torch.testing.assert_close(edited[2.0], (2 * edited[1.0] - crops).clamp(0, 1))
+    top = edit_crops(_biased_generator([]), crops, source, [target], "difference", strength=2.0)[0][:, :, :8]
+    torch.testing.assert_close(top, torch.full_like(top, 1.0))  # 0.4 + 2 * 0.3, clipped
 
 
-def test_edit_strength_is_checked_on_cards_and_translators():
-    from starcli.errors import AttributeSpecError, ModelError
-    from starcli.spec import ModelSpec
-    from starcli.stargan import GeneratorConfig
-
-    gen = GeneratorConfig(conv_dim=8, c_dim=3, repeat_num=1)
-    with pytest.raises(ModelError, match="'Black_Hair', which is not a binary attribute"):
-        ModelSpec("m", ["Black_Hair", "Blond_Hair", "Young"], 16, gen, groups=[["Black_Hair", "Blond_Hair"]], edit_strength={"Black_Hair": 2})
-    with pytest.raises(ModelError, match="must be in"):
-        ModelSpec("m", ["Black_Hair", "Blond_Hair", "Young"], 16, gen, edit_strength={"Young": 0})
-    spec = ModelSpec("m", ["Black_Hair", "Blond_Hair", "Young"], 16, gen, edit_strength={"Young": 2.5})
-    assert ModelSpec.from_card(spec.to_card()).edit_boosts() == {2: 2.5}
-
+def test_translator_rejects_an_out_of_range_strength():
+    from starcli.errors import AttributeSpecError
     from starcli.models import StarganModel
-    from starcli.stargan import Generator
+    from starcli.spec import ModelSpec
+    from starcli.stargan import Generator, GeneratorConfig
     from starcli.translate import FaceTranslator
 
-    model = StarganModel(spec, Generator(gen), None)
+    gen = GeneratorConfig(conv_dim=8, c_dim=1, repeat_num=1)
+    model = StarganModel(ModelSpec("m", ["Young"], 16, gen), Generator(gen), None)
     with pytest.raises(AttributeSpecError, match="strength must be in"):
-        FaceTranslator(model, None, [], source="hair=black", strength=5.0)
+        FaceTranslator(model, None, [], source="young", strength=5.0)

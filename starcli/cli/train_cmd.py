@@ -136,7 +136,6 @@ def eval_command(
     precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (generator autocast).")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: default).")] = 0,
     edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct, difference or masked (default: the model card's).")] = None,
-    card_strength: Annotated[bool, typer.Option("--card-strength/--raw-strength", help="Apply the card's per-attribute edit_strength as translate does, or measure the raw model.")] = True,
 ) -> None:
     """Per attribute: edit success rate, change outside the edited region, reconstruction L1, time."""
     try:
@@ -146,12 +145,11 @@ def eval_command(
             import torch
 
             torch.set_num_threads(threads)
-        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device, precision=precision, edit_mode=edit_mode, card_strength=card_strength)
+        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device, precision=precision, edit_mode=edit_mode)
     except StarcliError as exc:
         _fail(exc)
         return
-    table = Table(title=f"eval {report.model} on {report.data} ({report.num_images} images, judge: {report.judge}, edit mode: {report.edit_mode}"
-                  + "".join(f", {a} x{f:g}" for a, f in report.edit_strength.items()) + ")")
+    table = Table(title=f"eval {report.model} on {report.data} ({report.num_images} images, judge: {report.judge}, edit mode: {report.edit_mode})")
     for col in ("attribute", "target", "n", "success", "outside change", "rec L1", "ms/img"):
         table.add_column(col, justify="left" if col in ("attribute", "target") else "right")
     for r in report.rows:
