@@ -2,7 +2,9 @@
 
 ``evaluate_model(model, data)`` translates every image to each edit and reports, per edit:
 
-- ``success``: fraction of translated images the judge recognises as the target;
+- ``success``: fraction of translated images the judge recognises as the target; for flips also
+  ``success_on`` / ``success_off``, the same over the images where the edit adds / removes the
+  attribute (adding a feature is often much harder than removing it);
 - ``outside_change``: mean absolute pixel change on [0, 1] outside the region the edit may
   touch (synth datasets with ``masks/<stem>.npz``; ``None`` without masks);
 - ``rec_l1``: mean ``|G(G(x, c_trg), c_src) - x|`` on [0, 1];
@@ -49,6 +51,8 @@ class EvalRow:
     rec_l1: float
     seconds_per_image: float
     source_accuracy: float | None = None  # judge vs dataset labels on the unedited images
+    success_on: float | None = None  # flips: success on the faces where the edit adds the attribute
+    success_off: float | None = None  # flips: success on the faces where it removes it
 
 
 @dataclass
@@ -220,6 +224,7 @@ def evaluate_model(
         if len(rows) == 0:
             continue
         ok = 0
+        ok_by_target, count_by_target = np.zeros(2), np.zeros(2)  # flips: edits to 0 and to 1
         change_sum, change_px = 0.0, 0.0
         rec_sum = 0.0
         t_fwd = 0.0
@@ -239,7 +244,11 @@ def evaluate_model(
             rec01 = edit_crops(generate, y01, c_trg, [c_src], mode)[0]
             rec_sum += float((rec01 - x).abs().mean(dim=(1, 2, 3)).sum())
             pred = run_judge(y01, idx)
-            ok += int((pred[:, k] == c_trg[:, k].cpu().numpy()).sum())
+            to = c_trg[:, k].cpu().numpy().astype(int)
+            hit = pred[:, k] == to
+            ok += int(hit.sum())
+            np.add.at(ok_by_target, to, hit)
+            np.add.at(count_by_target, to, 1)
             if use_masks:
                 from starcli.synth import changed_region
 
@@ -262,6 +271,8 @@ def evaluate_model(
                 rec_l1=rec_sum / count,
                 seconds_per_image=t_fwd / count,
                 source_accuracy=float(src_acc[k]),
+                success_on=float(ok_by_target[1] / count_by_target[1]) if kind == "flip" and count_by_target[1] else None,
+                success_off=float(ok_by_target[0] / count_by_target[0]) if kind == "flip" and count_by_target[0] else None,
             )
         )
         if on_batch is not None:

@@ -42,6 +42,10 @@ def test_eval_with_synth_masks(synth_run, tmp_path):
         assert 0.0 <= r.success <= 1.0 and r.rec_l1 >= 0.0
         assert r.outside_change is not None and 0.0 <= r.outside_change <= 1.0
         assert r.count == (30 if r.target == "flip" else r.count)
+        if r.target == "flip":  # the overall rate lies between the adding and the removing rates
+            assert min(r.success_on, r.success_off) - 1e-9 <= r.success <= max(r.success_on, r.success_off) + 1e-9
+        else:
+            assert r.success_on is None and r.success_off is None
     out = tmp_path / "r.json"
     report.write_json(out)
     d = json.loads(out.read_text())
