@@ -63,7 +63,7 @@ class TranslateConfig:
     edits: list[str] = field(default_factory=list)  #: several edits, one string each: ["hair=black,male", "young"]
     source: str = "auto"            #: source attributes: auto (critic) or settings, e.g. "hair=brown,male"
     edit_mode: str = ""             #: direct (G(x,c_trg)), difference (x + G(x,c_trg) - G(x,c_src)) or masked (G(x,c_trg) where the edit acts, x elsewhere); "" = the model card's
-    strength: float = 1.0           #: scales every edit: 0 = no change, 1 = as the model (and its card's edit_strength) makes it, up to 4
+    strength: float = 1.0           #: scales every edit: 0 = no change, 1 = as the model makes it, up to 4
 
 
 @dataclass

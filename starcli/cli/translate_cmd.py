@@ -43,7 +43,7 @@ def translate_command(
     precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the backend's). \\[translate.precision]")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="Source attributes instead of the critic's estimate, e.g. 'hair=brown,male'. \\[translate.source]")] = None,
     edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct (StarGAN's output), difference (input + G(x,target) - G(x,source)) or masked (G's output where the edit acts, the input elsewhere); default: the model card's. \\[translate.edit_mode]")] = None,
-    strength: Annotated[Optional[float], typer.Option("--strength", help="Scale every edit: 0.5 half as strong, 2 twice (0-4; default 1, as the model and its card make it). \\[translate.strength]")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", help="Scale every edit: 0.5 half as strong, 2 twice (0-4; default 1, as the model makes it). \\[translate.strength]")] = None,
     detector: Annotated[Optional[str], typer.Option("--detector", help="Face detector plugin. \\[detect.detector]")] = None,
     upsample: Annotated[Optional[int], typer.Option("--upsample", help="Detector upsampling (0-3; 1 finds ~40 px faces). \\[detect.upsample]")] = None,
     min_face: Annotated[Optional[float], typer.Option("--min-face", help="Ignore faces smaller than this many pixels. \\[detect.min_face_size]")] = None,
