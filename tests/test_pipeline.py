@@ -137,6 +137,16 @@ def test_config_precedence_and_errors(tmp_path, monkeypatch):
             load_config(tmp_path / "bad.toml")
 
 
+def test_every_config_key_is_documented():
+    from dataclasses import fields
+
+    from starcli.config import SECTIONS
+
+    text = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    keys = [f"{sec}.{f.name}" for sec, make in SECTIONS.items() for f in fields(make())]
+    assert len(keys) > 40 and [k for k in keys if f"`{k}`" not in text] == []
+
+
 def test_interrupt_stops_cleanly_without_partial_files(tmp_path, tiny_model_dir):
     src = tmp_path / "in"
     src.mkdir()
