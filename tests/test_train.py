@@ -98,6 +98,16 @@ def test_paired_region_l1_gives_small_and_large_edits_equal_weight():
     assert paired_region_l1(fake, src, src, threshold=0.03).item() == 0.0
 
 
+def test_every_training_config_key_is_documented():
+    from dataclasses import fields
+
+    from starcli.train import TrainConfig
+
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    keys = [f"{sec.name}.{f.name}" for sec in fields(TrainConfig) for f in fields(sec.default_factory())]
+    assert len(keys) > 50 and [k for k in keys if f"`{k}`" not in text] == []
+
+
 def test_gradient_penalty_fp32_under_bf16_autocast():
     torch.manual_seed(0)
     d = Discriminator(DiscriminatorConfig(image_size=16, conv_dim=8, c_dim=3, repeat_num=2))
