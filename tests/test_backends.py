@@ -148,6 +148,10 @@ def backend_cls(which):
         from starcli_openvino.backend import OpenVinoBackend
 
         return OpenVinoBackend
+    if which == "cpu":
+        from starcli_torch.cpu import CpuBackend
+
+        return CpuBackend
     return which
 
 
@@ -344,6 +348,8 @@ def test_export_refuses_running_statistics(tiny, tmp_path):
 # The critic (source attributes) run by a backend
 # ----------------------------------------------------------------------------------------------
 CRITIC_CASES = [
+    pytest.param("cpu", {}, 1e-4, id="cpu"),
+    pytest.param("cpu", {"precision": "bf16"}, 1e-4, id="cpu-bf16-generator-fp32-critic"),
     pytest.param("openvino", {"precision": "fp32"}, 1e-4, id="openvino-fp32", marks=needs_ov),
     pytest.param("openvino", {"precision": "bf16"}, None, id="openvino-bf16", marks=[needs_ov, needs_bf16]),
     pytest.param("onnx", {}, 1e-4, id="onnx-fp32", marks=needs_ort),
@@ -378,14 +384,14 @@ def test_backend_critic_gives_the_torch_critic_labels_on_real_faces(model_path, 
     assert backend.classify(crops[:0]).shape == (0, ref.shape[1])
 
 
-@needs_ov
-def test_translator_uses_the_backend_critic(monkeypatch):
+@pytest.mark.parametrize("which", ["cpu", pytest.param("openvino", marks=needs_ov)])
+def test_translator_uses_the_backend_critic(monkeypatch, which):
     """FaceTranslator estimates source attributes through backend.classify when it exists."""
     from starcli.attributes import parse_settings
     from starcli.translate import FaceTranslator
 
     model = load(EMBEDDED)
-    backend = backend_cls("openvino").from_config(model, {"precision": "fp32"})
+    backend = backend_cls(which).from_config(model, {"precision": "fp32"})
     calls = []
     real = backend.classify
     monkeypatch.setattr(backend, "classify", lambda crops: calls.append(len(crops)) or real(crops))
