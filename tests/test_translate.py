@@ -90,3 +90,30 @@ def test_translator_rejects_an_out_of_range_strength():
     model = StarganModel(ModelSpec("m", ["Young"], 16, gen), Generator(gen), None)
     with pytest.raises(AttributeSpecError, match="strength must be in"):
         FaceTranslator(model, None, [], source="young", strength=5.0)
+
+
+def test_critic_fallback_runs_in_fp32_like_the_backend_critic(tiny_model_dir, monkeypatch):
+    """Without a backend ``classify`` the PyTorch critic runs in fp32 with autocast off, even
+    inside a bf16 autocast region: logits within 1e-5 of the fp32 critic's, and the same labels as
+    ``TorchBackend.classify`` (whatever the generator's precision)."""
+    from starcli import translate
+    from starcli.models import load
+    from starcli_torch.cpu import CpuBackend
+
+    model = load(tiny_model_dir)
+    torch.manual_seed(1)
+    crops = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.discriminator(crops * 2 - 1)[1]
+    seen: list[torch.Tensor] = []
+    real = translate.labels_from_logits
+    monkeypatch.setattr(translate, "labels_from_logits", lambda logits, spec: seen.append(logits) or real(logits, spec))
+    plain = translate.estimate_source_labels(model, crops)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nested = translate.estimate_source_labels(model, crops)
+    assert len(seen) == 2
+    for logits in seen:
+        assert logits.dtype == torch.float32
+        torch.testing.assert_close(logits, ref, rtol=0, atol=1e-5)
+    classified = translate.estimate_source_labels(model, crops, CpuBackend(model, precision="bf16").classify)
+    assert torch.equal(plain, classified) and torch.equal(nested, classified)
