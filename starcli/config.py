@@ -189,10 +189,12 @@ _CHOICES = {
     "align.mode": ("bicubic", "bilinear"),
     "translate.precision": ("", "fp32", "bf16", "fp16"),
 }
+#: ``translate.strength`` bounds (inclusive), also checked by :class:`starcli.translate.FaceTranslator`.
+STRENGTH_RANGE: tuple[float, float] = (0.0, 4.0)
 _RANGES = {
     "run.batch_size": (1, 1024), "run.workers": (1, 64), "run.queue_size": (1, 4096),
     "run.png_compress_level": (0, 9), "run.jpeg_quality": (0, 100), "detect.upsample": (0, 3),
-    "translate.threads": (0, 1024), "translate.strength": (0.0, 4.0), "paste.feather": (0.001, 0.12), "run.max_megapixels": (0.001, 1e6),
+    "translate.threads": (0, 1024), "translate.strength": STRENGTH_RANGE, "paste.feather": (0.001, 0.12), "run.max_megapixels": (0.001, 1e6),
     "detect.min_face_size": (0, 1e6), "detect.max_side": (64, 1 << 20),
 }
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attributes import Edit, labels_from_logits, parse_source
+from .config import STRENGTH_RANGE
 from .errors import AttributeSpecError
 from .backends import Backend
 from .models import StarganModel
@@ -129,8 +130,9 @@ class FaceTranslator:
         self.edit_mode = edit_mode or model.spec.edit_mode
         if self.edit_mode not in EDIT_MODES:
             raise AttributeSpecError(f"edit mode must be one of {', '.join(EDIT_MODES)}, not '{self.edit_mode}'")
-        if not 0.0 <= strength <= 4.0:
-            raise AttributeSpecError(f"edit strength must be in [0, 4], not {strength}")
+        lo, hi = STRENGTH_RANGE
+        if not lo <= strength <= hi:
+            raise AttributeSpecError(f"edit strength must be in [{lo:g}, {hi:g}], not {strength}")
         self.strength = strength
         self.use_critic = source == "auto" and model.discriminator is not None
         # a backend may run the critic itself (compiled, cheaper than eager PyTorch per call)

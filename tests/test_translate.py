@@ -79,17 +79,44 @@ def test_strength_scales_every_edit():
     torch.testing.assert_close(top, torch.full_like(top, 1.0))  # 0.4 + 2 * 0.3, clipped
 
 
-def test_translator_rejects_an_out_of_range_strength():
-    from starcli.errors import AttributeSpecError
+def _critic_free_model():
+    """A tiny generator-only model on one attribute (``Young``), 16 px."""
     from starcli.models import StarganModel
     from starcli.spec import ModelSpec
     from starcli.stargan import Generator, GeneratorConfig
-    from starcli.translate import FaceTranslator
 
     gen = GeneratorConfig(conv_dim=8, c_dim=1, repeat_num=1)
-    model = StarganModel(ModelSpec("m", ["Young"], 16, gen), Generator(gen), None)
+    return StarganModel(ModelSpec("m", ["Young"], 16, gen), Generator(gen), None)
+
+
+def test_translator_rejects_an_out_of_range_strength():
+    from starcli.errors import AttributeSpecError
+    from starcli.translate import FaceTranslator
+
     with pytest.raises(AttributeSpecError, match="strength must be in"):
-        FaceTranslator(model, None, [], source="young", strength=5.0)
+        FaceTranslator(_critic_free_model(), None, [], source="young", strength=5.0)
+
+
+def test_config_and_translator_accept_and_reject_the_same_strengths():
+    """One range (0-4) for ``translate.strength`` and FaceTranslator: both accept its bounds and
+    both reject the nearest floats outside them."""
+    import math
+
+    from starcli.config import STRENGTH_RANGE, load_config
+    from starcli.errors import AttributeSpecError, ConfigError
+    from starcli.translate import FaceTranslator
+
+    assert STRENGTH_RANGE == (0.0, 4.0)
+    lo, hi = STRENGTH_RANGE
+    model = _critic_free_model()
+    for value in (lo, hi):
+        assert load_config(None, overrides={"translate.strength": value}, search_cwd=False).translate.strength == value
+        assert FaceTranslator(model, None, [], source="young", strength=value).strength == value
+    for value in (math.nextafter(lo, -math.inf), math.nextafter(hi, math.inf)):
+        with pytest.raises(ConfigError, match="translate.strength"):
+            load_config(None, overrides={"translate.strength": value}, search_cwd=False)
+        with pytest.raises(AttributeSpecError, match=r"strength must be in \[0, 4\]"):
+            FaceTranslator(model, None, [], source="young", strength=value)
 
 
 def test_critic_fallback_runs_in_fp32_like_the_backend_critic(tiny_model_dir, monkeypatch):
