@@ -3,8 +3,8 @@
 ``evaluate_model(model, data)`` translates every image to each edit and reports, per edit:
 
 - ``success``: fraction of translated images the judge recognises as the target; for flips also
-  ``success_on`` / ``success_off``, the same over the images where the edit adds / removes the
-  attribute (adding a feature is often much harder than removing it);
+  ``success_on`` / ``success_off``, the same over the ``n_on`` / ``n_off`` images where the edit
+  adds / removes the attribute (adding a feature is often much harder than removing it);
 - ``outside_change``: mean absolute pixel change on [0, 1] outside the region the edit may
   touch (synth datasets with ``masks/<stem>.npz``; ``None`` without masks);
 - ``rec_l1``: mean ``|G(G(x, c_trg), c_src) - x|`` on [0, 1];
@@ -53,6 +53,8 @@ class EvalRow:
     source_accuracy: float | None = None  # judge vs dataset labels on the unedited images
     success_on: float | None = None  # flips: success on the faces where the edit adds the attribute
     success_off: float | None = None  # flips: success on the faces where it removes it
+    n_on: int | None = None  # flips: how many faces the edit adds the attribute to
+    n_off: int | None = None  # flips: how many faces it removes it from
 
 
 @dataclass
@@ -260,7 +262,7 @@ def evaluate_model(
                     outside = ~region
                     change_sum += float(diff[j][outside].sum())
                     change_px += float(outside.sum())
-        count = len(rows)
+        count, flip = len(rows), kind == "flip"
         report.rows.append(
             EvalRow(
                 attribute=attr,
@@ -271,8 +273,10 @@ def evaluate_model(
                 rec_l1=rec_sum / count,
                 seconds_per_image=t_fwd / count,
                 source_accuracy=float(src_acc[k]),
-                success_on=float(ok_by_target[1] / count_by_target[1]) if kind == "flip" and count_by_target[1] else None,
-                success_off=float(ok_by_target[0] / count_by_target[0]) if kind == "flip" and count_by_target[0] else None,
+                success_on=float(ok_by_target[1] / count_by_target[1]) if flip and count_by_target[1] else None,
+                success_off=float(ok_by_target[0] / count_by_target[0]) if flip and count_by_target[0] else None,
+                n_on=int(count_by_target[1]) if flip else None,
+                n_off=int(count_by_target[0]) if flip else None,
             )
         )
         if on_batch is not None:

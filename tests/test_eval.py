@@ -52,6 +52,36 @@ def test_eval_with_synth_masks(synth_run, tmp_path):
     assert "mean_outside_change" in d["summary"]
 
 
+def test_eval_splits_flips_into_adding_and_removing(synth_run, monkeypatch, tmp_path):
+    """A judge that always sees Young and Eyeglasses and never the other binary attributes: flips
+    that add those succeed and removals fail, the reverse for the others, so ``success_on`` /
+    ``success_off`` are exactly 1 / 0 (or 0 / 1) over ``n_on`` / ``n_off`` faces = the dataset's
+    faces without / with the attribute."""
+    import numpy as np
+
+    from starcli.data import load_dataset
+
+    run, data = synth_run
+    present = {"Young", "Eyeglasses"}
+    monkeypatch.setattr(synth, "measure_attributes", lambda images, masks: {a: np.full(len(images), int(a in present)) for a in synth.ATTRIBUTES})
+    report = evaluate_model(run, data, batch_size=4)
+    flips = [r for r in report.rows if r.target == "flip"]
+    labels = load_dataset(data, attrs=[r.attribute for r in flips], use_pairs=False, require_classes=False).labels
+    assert {r.attribute for r in flips} >= present | {"Smiling", "Beard"}
+    for k, r in enumerate(flips):
+        has = int(labels[:, k].sum())
+        assert 0 < has < 30 and (r.n_on, r.n_off) == (30 - has, has)
+        adds_succeed = r.attribute in present
+        assert (r.success_on, r.success_off) == ((1.0, 0.0) if adds_succeed else (0.0, 1.0))
+        assert r.success == (r.n_on if adds_succeed else r.n_off) / 30
+    assert any(r.n_on != r.n_off for r in flips)
+    assert all(r.n_on is None and r.n_off is None for r in report.rows if r.target == "set")
+    out = tmp_path / "r.json"
+    report.write_json(out)
+    rows = {r["attribute"]: r for r in json.loads(out.read_text())["rows"]}
+    assert all((rows[r.attribute]["n_on"], rows[r.attribute]["n_off"]) == (r.n_on, r.n_off) for r in flips)
+
+
 def test_eval_discriminator_judge_and_limit(synth_run):
     run, data = synth_run
     report = evaluate_model(run, data, judge="discriminator", limit=3, precision="bf16")
