@@ -19,11 +19,13 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """Shape of a generator: first conv width, number of labels, residual blocks."""
+    """Shape of a generator: first conv width, number of labels, residual blocks, and the width of
+    the optional full-resolution detail head (0: none, the official architecture)."""
 
     conv_dim: int = 64
     c_dim: int = 5
     repeat_num: int = 6
+    detail_dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ class Generator(nn.Module):
     ``forward(x, c)``: x ``(N, 3, H, W)`` in ``[-1, 1]`` with H, W multiples of 4; c ``(N, C)``
     0/1 floats.  Returns ``(N, 3, H, W)`` in ``[-1, 1]``.
 
+    With ``detail_dim > 0`` a detail head (three 3x3 convs, ``detail_dim`` wide) sees the decoder's
+    last features together with the encoder's first ones, both at full resolution, and adds its
+    output before the tanh. The bottleneck at 1/4 resolution blurs 1-2 px strokes (thin lines of
+    age, glasses frames); this skip path can place them where the input's edges are. Its last
+    conv starts at zero, so a generator grown from one without the head starts from that
+    generator's exact output (:func:`load_grown_generator`).
+
     >>> g = Generator(GeneratorConfig(conv_dim=8, c_dim=2, repeat_num=1)).eval()
     >>> g(torch.zeros(1, 3, 16, 16), torch.tensor([[1.0, 0.0]])).shape
     torch.Size([1, 3, 16, 16])
@@ -113,10 +122,38 @@ class Generator(nn.Module):
             dim //= 2
         layers += [nn.Conv2d(dim, 3, kernel_size=7, stride=1, padding=3, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
+        self.detail: nn.Sequential | None = None
+        if config.detail_dim > 0:
+            d = config.detail_dim
+            self.detail = nn.Sequential(
+                nn.Conv2d(2 * config.conv_dim, d, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(d, d, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(d, 3, kernel_size=3, padding=1),
+            )
+            nn.init.zeros_(self.detail[-1].weight)
+            nn.init.zeros_(self.detail[-1].bias)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         c = c.to(x.dtype).view(c.size(0), c.size(1), 1, 1).expand(-1, -1, x.size(2), x.size(3))
-        return self.main(torch.cat([x, c], dim=1))
+        inp = torch.cat([x, c], dim=1)
+        if self.detail is None:
+            return self.main(inp)
+        first = self.main[:3](inp)  # encoder features at full resolution (N, conv_dim, H, W)
+        last = self.main[3:-2](first)  # decoder features at full resolution (N, conv_dim, H, W)
+        return torch.tanh(self.main[-2](last) + self.detail(torch.cat([last, first], dim=1)))
+
+
+def load_grown_generator(generator: Generator, state: Mapping[str, Tensor]) -> None:
+    """Load ``state`` into ``generator``; when the state has no detail head and the generator has
+    one, the head keeps its initialisation (zero output: the result equals the source generator's).
+    Any other mismatch raises ``RuntimeError`` as ``load_state_dict`` does."""
+    missing = [k for k in generator.state_dict() if k not in state]
+    grow = bool(missing) and all(k.startswith("detail.") for k in missing) and not any(k.startswith("detail.") for k in state)
+    result = generator.load_state_dict(state, strict=not grow)
+    if grow and result.unexpected_keys:
+        raise RuntimeError(f"Unexpected key(s) in state_dict: {', '.join(result.unexpected_keys)}")
 
 
 class Discriminator(nn.Module):
@@ -152,7 +189,7 @@ class Discriminator(nn.Module):
 
 
 def infer_generator_config(state: Mapping[str, Tensor]) -> GeneratorConfig:
-    """Read ``conv_dim``, ``c_dim`` and ``repeat_num`` off a generator state dict's shapes.
+    """Read ``conv_dim``, ``c_dim``, ``repeat_num`` and ``detail_dim`` off a generator state dict's shapes.
 
     Raises ``ValueError`` if the keys are not those of a StarGAN generator.
     """
@@ -163,7 +200,9 @@ def infer_generator_config(state: Mapping[str, Tensor]) -> GeneratorConfig:
     if first.dim() != 4 or tuple(first.shape[2:]) != (7, 7) or first.shape[1] <= 3:
         raise ValueError(f"main.0.weight has shape {tuple(first.shape)}, expected (D, 3+C, 7, 7)")
     blocks = {int(k.split(".")[1]) for k in state if k.startswith("main.") and ".main." in k}
-    return GeneratorConfig(conv_dim=int(first.shape[0]), c_dim=int(first.shape[1]) - 3, repeat_num=len(blocks))
+    detail = state.get("detail.0.weight")  # (detail_dim, 2 * conv_dim, 3, 3) when there is a head
+    return GeneratorConfig(conv_dim=int(first.shape[0]), c_dim=int(first.shape[1]) - 3, repeat_num=len(blocks),
+                           detail_dim=0 if detail is None else int(detail.shape[0]))
 
 
 def infer_discriminator_config(state: Mapping[str, Tensor]) -> DiscriminatorConfig:

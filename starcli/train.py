@@ -34,7 +34,7 @@ from starcli.config import read_toml
 from starcli.data import ImageStore, LabeledImages, load_dataset, memory_fits
 from starcli.errors import ConfigError, InputError, ModelError, StarcliError
 from starcli.spec import CELEBA_POINTS
-from starcli.stargan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, config_dict
+from starcli.stargan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, config_dict, load_grown_generator
 
 __all__ = [
     "TrainConfig",
@@ -91,6 +91,7 @@ class ModelConfig:
     name: str = ""  # bundle name (default: the run folder's name)
     g_conv_dim: int = 64
     g_repeat_num: int = 6
+    g_detail_dim: int = 0  # width of the generator's full-resolution detail head (0: none, as StarGAN)
     d_conv_dim: int = 64
     d_repeat_num: int = 6
 
@@ -277,6 +278,7 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"config key {key!r}: must be > 0, got {value}")
     nonneg = {
         "model.g_repeat_num": cfg.model.g_repeat_num,
+        "model.g_detail_dim": cfg.model.g_detail_dim,
         "optim.decay_iters": cfg.optim.decay_iters,
         "run.pair_batch_size": cfg.run.pair_batch_size,
         "run.threads": cfg.run.threads,
@@ -747,7 +749,9 @@ class _Trainer:
             if self.ds.num_pairs and cfg.loss.lambda_pair > 0
             else None
         )
-        self.g_cfg = GeneratorConfig(conv_dim=cfg.model.g_conv_dim, c_dim=c, repeat_num=cfg.model.g_repeat_num)
+        self.g_cfg = GeneratorConfig(
+            conv_dim=cfg.model.g_conv_dim, c_dim=c, repeat_num=cfg.model.g_repeat_num, detail_dim=cfg.model.g_detail_dim
+        )
         self.d_cfg = DiscriminatorConfig(
             image_size=cfg.data.image_size, conv_dim=cfg.model.d_conv_dim, c_dim=c, repeat_num=cfg.model.d_repeat_num
         )
@@ -792,7 +796,9 @@ class _Trainer:
     # -------------------------------------------------------------- state
     def _load_init(self, name: str) -> None:
         """Start from the weights of a model (fine-tuning): G, G_ema and D; fresh optimisers and
-        schedule. The model must have this run's attributes (same order) and architecture."""
+        schedule. The model must have this run's attributes (same order) and architecture, except
+        that a generator without a detail head may grow one (``model.g_detail_dim``): the head
+        starts at zero, so the run starts from the model's exact output."""
         from starcli.models import load
 
         try:
@@ -804,8 +810,10 @@ class _Trainer:
         if m.discriminator is None:
             raise ConfigError(f"run.init: {name} has no discriminator weights (fine-tuning needs both networks)")
         try:
-            for target, source in ((self.G, m.generator), (self.G_ema, m.generator), (self.D, m.discriminator)):
-                target.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+            g_state = {k: v.float() for k, v in m.generator.state_dict().items()}
+            load_grown_generator(self.G, g_state)
+            load_grown_generator(self.G_ema, g_state)
+            self.D.load_state_dict({k: v.float() for k, v in m.discriminator.state_dict().items()})
         except RuntimeError as exc:
             raise ConfigError(f"run.init: {name} differs from this run's model config ({str(exc).splitlines()[0]})") from None
         self.dist.broadcast_params(self.G, self.D)

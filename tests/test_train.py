@@ -173,6 +173,27 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def test_init_grows_a_detail_head_from_the_models_exact_output(dataset, tmp_path):
+    """model.g_detail_dim with run.init from a model without the head: the shared weights are the
+    model's, the head starts at zero, so the fine-tuned run's output is the model's output; the
+    head is in the card and loads back. A model with a head cannot be loaded without one."""
+    from starcli.models import load
+
+    train(tiny_config(dataset, tmp_path / "base", optim__iters=2, log__sample_every=100))
+    base = load(tmp_path / "base")
+    train(tiny_config(dataset, tmp_path / "grown", optim__iters=1, optim__g_lr=0.0, optim__d_lr=0.0,
+                      model__g_detail_dim=4, run__init=str(tmp_path / "base"), log__sample_every=100))
+    grown = load(tmp_path / "grown")
+    assert grown.generator.config.detail_dim == 4 and grown.generator.detail is not None
+    assert json.loads((tmp_path / "grown" / "model.json").read_text())["generator"]["detail_dim"] == 4
+    torch.manual_seed(0)
+    x, c = torch.rand(3, 3, 16, 16) * 2 - 1, (torch.rand(3, len(ATTRS)) > 0.5).float()
+    with torch.no_grad():
+        torch.testing.assert_close(grown.generator.eval()(x, c), base.generator.eval()(x, c), rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="run.init"):
+        train(tiny_config(dataset, tmp_path / "shrunk", optim__iters=1, run__init=str(tmp_path / "grown")))
+
+
 def test_train_writes_bundle_checkpoints_samples(dataset, tmp_path):
     out = tmp_path / "run"
     steps = []

@@ -62,7 +62,7 @@ def info_command(
         console.print(f"[bold]{loaded.spec.name}[/]  {loaded.source}")
         console.print(f"attributes: {', '.join(loaded.spec.attributes)}")
         console.print(f"groups:     {'; '.join(' | '.join(x) for x in loaded.spec.groups) or '-'}")
-        console.print(f"image size: {loaded.spec.image_size}px   generator: conv_dim {g.conv_dim}, {g.repeat_num} residual blocks, {params:,} parameters")
+        console.print(f"image size: {loaded.spec.image_size}px   generator: conv_dim {g.conv_dim}, {g.repeat_num} residual blocks{f', detail head {g.detail_dim}' if g.detail_dim else ''}, {params:,} parameters")
         console.print(f"critic:     {'yes (source attributes estimated per face)' if loaded.discriminator is not None else 'no (source from --source or the card default)'}")
         console.print(f"licence:    {loaded.spec.license}")
         for key in ("description", "provenance", "quality", "recipe"):
