@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
-from .stargan import DiscriminatorConfig, GeneratorConfig
+from .stargan import DiscriminatorConfig, GeneratorConfig, config_dict
 
 CARD_FORMAT = "starcli-model/1"
 
@@ -95,6 +95,8 @@ class ModelSpec:
     def to_card(self) -> dict[str, Any]:
         """The JSON-serialisable card."""
         card = asdict(self)
+        card["generator"] = config_dict(self.generator)
+        card["discriminator"] = config_dict(self.discriminator) if self.discriminator is not None else None
         card["format"] = CARD_FORMAT
         card["template"] = {"name": self.template.name, "points": {k: list(v) for k, v in self.template.points.items()}}
         return card

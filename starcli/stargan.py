@@ -230,5 +230,9 @@ def complete_state_dict(module: nn.Module, state: Mapping[str, Tensor]) -> dict[
 
 
 def config_dict(config: GeneratorConfig | DiscriminatorConfig) -> dict[str, int]:
-    """Plain dict of a config dataclass (for model cards and checkpoints)."""
-    return asdict(config)
+    """Plain dict of a config dataclass (for model cards and checkpoints). A generator without a
+    detail head leaves ``detail_dim`` out, so its card reads as before the head existed."""
+    d = asdict(config)
+    if d.get("detail_dim", None) == 0:
+        del d["detail_dim"]
+    return d
