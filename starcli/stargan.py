@@ -86,10 +86,10 @@ class Generator(nn.Module):
 
     With ``detail_dim > 0`` a detail head (three 3x3 convs, ``detail_dim`` wide) sees the decoder's
     last features together with the encoder's first ones, both at full resolution, and adds its
-    output before the tanh. The bottleneck at 1/4 resolution blurs 1-2 px strokes (thin lines of
-    age, glasses frames); this skip path can place them where the input's edges are. Its last
-    conv starts at zero, so a generator grown from one without the head starts from that
-    generator's exact output (:func:`load_grown_generator`).
+    output before the tanh: a skip path that gives the output the input's fine texture and edges,
+    which the 1/4-resolution bottleneck blurs. Its last conv starts at zero, so a generator grown
+    from one without the head starts from that generator's exact output
+    (:func:`load_grown_generator`).
 
     >>> g = Generator(GeneratorConfig(conv_dim=8, c_dim=2, repeat_num=1)).eval()
     >>> g(torch.zeros(1, 3, 16, 16), torch.tensor([[1.0, 0.0]])).shape
