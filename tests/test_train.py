@@ -20,7 +20,10 @@ from starcli.train import (
     load_train_config,
     lr_factor,
     paired_l1,
+    FocusedSampler,
+    focus_pair_indices,
     paired_region_l1,
+    paired_shift_l1,
     sample_target_labels,
     train,
 )
@@ -96,6 +99,54 @@ def test_paired_region_l1_gives_small_and_large_edits_equal_weight():
     # errors outside the changed pixels do not count; no changed pixel at all gives 0
     assert paired_region_l1(fake + 0.5 * (tgt == 0), tgt, src, threshold=0.03).item() == pytest.approx(0.5)
     assert paired_region_l1(fake, src, src, threshold=0.03).item() == 0.0
+
+
+def test_paired_shift_l1_forgives_a_stroke_one_pixel_off_but_not_a_missing_one():
+    src = torch.full((1, 3, 12, 12), -1.0)
+    tgt = src.clone()
+    tgt[..., 2:10, 5] = 1.0  # a thin vertical stroke
+    near = src.clone()
+    near[..., 2:10, 6] = 1.0  # the same stroke one pixel to the right
+    blurred = src.clone()
+    blurred[..., 2:10, 4:7] = -1.0 + 2.0 / 3  # the stroke's mean over its uncertain position
+    assert paired_shift_l1(near, tgt, src, threshold=0.03).item() == pytest.approx(0.0)
+    assert paired_shift_l1(tgt, tgt, src, threshold=0.03).item() == pytest.approx(0.0)
+    missing = paired_shift_l1(src, tgt, src, threshold=0.03).item()
+    assert missing > 0.2
+    # the blur costs more than the sharp stroke one pixel off; the plain L1 prefers the blur and
+    # sees no gain in the shifted stroke over leaving it out
+    assert paired_shift_l1(blurred, tgt, src, threshold=0.03).item() > missing
+    plain = {name: paired_region_l1(f, tgt, src, threshold=0.03).item() for name, f in [("near", near), ("blur", blurred), ("missing", src)]}
+    assert plain["blur"] < plain["near"] == plain["missing"]
+    # two pixels off is outside radius 1, inside radius 2
+    far = src.clone()
+    far[..., 2:10, 7] = 1.0
+    assert paired_shift_l1(far, tgt, src, threshold=0.03, radius=1).item() > 0.2
+    assert paired_shift_l1(far, tgt, src, threshold=0.03, radius=2).item() == pytest.approx(0.0)
+
+
+def test_focused_pairs_fill_their_share_of_every_batch():
+    src = torch.tensor([[1.0, 0.0]] * 10)
+    trg = src.clone()
+    trg[[1, 4, 7], 0] = 0.0  # three pairs turn attribute A off
+    trg[[2, 5], 1] = 1.0  # two turn B on
+    assert focus_pair_indices(src, trg, ["A", "B"], ["A=0"]).tolist() == [1, 4, 7]
+    assert focus_pair_indices(src, trg, ["A", "B"], ["A=1"]).tolist() == []
+    assert focus_pair_indices(src, trg, ["A", "B"], ["A", "B"]).tolist() == [1, 2, 4, 5, 7]
+    with pytest.raises(ConfigError, match="data.pair_focus: unknown attribute 'C'"):
+        focus_pair_indices(src, trg, ["A", "B"], ["C"])
+    with pytest.raises(ConfigError, match="0 or 1"):
+        focus_pair_indices(src, trg, ["A", "B"], ["A=yes"])
+    sampler = FocusedSampler(10, focus_pair_indices(src, trg, ["A", "B"], ["A=0"]), 0.5, seed=3)
+    for _ in range(5):
+        batch = sampler.next(8)
+        assert len(batch) == 8 and set(batch[:4].tolist()) <= {1, 4, 7}
+    state = sampler.state_dict()
+    again = FocusedSampler(10, torch.tensor([1, 4, 7]), 0.5, seed=99)
+    again.load_state_dict(state)
+    assert torch.equal(again.next(8), sampler.next(8))
+    with pytest.raises(ConfigError, match="selects no pair"):
+        FocusedSampler(10, torch.tensor([], dtype=torch.long), 0.5, seed=0)
 
 
 def test_every_training_config_key_is_documented():
@@ -228,10 +279,12 @@ def test_train_writes_bundle_checkpoints_samples(dataset, tmp_path):
     assert "step 4" in (out / "train.log").read_text()
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_resume_matches_uninterrupted_run(dataset, tmp_path, precision):
+@pytest.mark.parametrize("precision, focus", [("fp32", False), ("bf16", False), ("fp32", True)])
+def test_resume_matches_uninterrupted_run(dataset, tmp_path, precision, focus):
     common = dict(optim__iters=6, optim__decay_iters=4, run__save_every=4, loss__lambda_pair=5.0,
                   augment__affine=0.5, augment__color=0.5, log__sample_every=100, run__precision=precision)
+    if focus:  # oversampled pairs and the shift-tolerant paired loss resume exactly too
+        common.update(data__pair_focus=["Smiling"], data__pair_focus_share=0.5, loss__lambda_pair_shift=2.0)
     train(tiny_config(dataset, tmp_path / "full", **common))
     first = train(tiny_config(dataset, tmp_path / "part", **common, run__max_steps=3))  # interrupted
     assert first.step == 3 and first.checkpoint.name == "step_0000003"
