@@ -213,6 +213,22 @@ def test_recipe_loads():
     assert 1.3e6 < sum(p.numel() for p in g.parameters()) < 1.7e6
 
 
+RECIPES = sorted((Path(__file__).parents[1] / "starcli" / "assets" / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_recipe_is_a_valid_config(recipe):
+    """Each stage's recipe loads and validates (stage files given with --resume are partial)."""
+    cfg = load_train_config(recipe)
+    assert cfg.data.image_size == 64 or "[data]" not in recipe.read_text()
+
+
+def test_stage6_recipe_oversamples_the_pairs_that_add_age_cues():
+    cfg = load_train_config(RECIPES[0].with_name("synth-64-stage6.toml"))
+    assert cfg.data.pair_focus == ["Young=0"] and 0 < cfg.data.pair_focus_share < 1
+    assert cfg.loss.lambda_pair_shift > 0 and cfg.model.g_detail_dim == 32
+
+
 # ------------------------------------------------------------------------------ training
 
 
