@@ -7,6 +7,10 @@
   adds / removes the attribute (adding a feature is often much harder than removing it);
 - ``outside_change``: mean absolute pixel change on [0, 1] outside the region the edit may
   touch (synth datasets with ``masks/<stem>.npz``; ``None`` without masks);
+- ``progress_on`` / ``progress_off`` (flips, masks judge): how far the edit moves the judge's
+  continuous score from the sources towards the faces that truly have the target value:
+  ``(median(edited) - median(sources)) / (median(true targets) - median(sources))``; 1 means as
+  far as the true renders, 0 not at all. It shows headway that the thresholded success hides;
 - ``rec_l1``: mean ``|G(G(x, c_trg), c_src) - x|`` on [0, 1];
 - ``seconds_per_image`` of the forward translation.
 
@@ -55,6 +59,8 @@ class EvalRow:
     success_off: float | None = None  # flips: success on the faces where it removes it
     n_on: int | None = None  # flips: how many faces the edit adds the attribute to
     n_off: int | None = None  # flips: how many faces it removes it from
+    progress_on: float | None = None  # flips, masks judge: score progress of the edits that add it
+    progress_off: float | None = None  # flips, masks judge: score progress of the edits that remove it
 
 
 @dataclass
@@ -95,6 +101,27 @@ def edits_for(attributes: list[str], groups: list[list[str]]) -> list[tuple[str,
     """
     grouped = {a for g in groups for a in g}
     return [(a, "set" if a in grouped else "flip") for a in attributes]
+
+
+def _score_progress(source: np.ndarray, edited: np.ndarray, target: np.ndarray) -> dict[int, float | None]:
+    """Per target value t (0/1): ``(median(edited) - median(source)) / (median(true t) - median(source))``
+    over the faces edited towards t; ``source`` holds every face's unedited score (``(N,)``, its
+    faces with value t are the "true t"), ``edited`` / ``target`` the edits in ``source`` order
+    (a flip edits every face). None where a side is empty or the medians coincide.
+
+    >>> src = np.array([-4.0, -2.0, 2.0, 4.0]); edited = np.array([0.0, 0.0, -3.0, -3.0])
+    >>> _score_progress(src, edited, np.array([1, 1, 0, 0]))
+    {0: 1.0, 1: 0.5}
+    """
+    out: dict[int, float | None] = {}
+    for t in (0, 1):
+        towards, truth = target == t, target != t  # faces edited to t; faces that have t already
+        if not towards.any() or not truth.any():
+            out[t] = None
+            continue
+        start, goal = float(np.median(source[towards])), float(np.median(source[truth]))
+        out[t] = None if abs(goal - start) < 1e-6 else round((float(np.median(edited[towards])) - start) / (goal - start), 4)
+    return out
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -168,6 +195,7 @@ def evaluate_model(
 
     masks = None
     measure = None
+    scores: Callable[[Any, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     if judge in ("auto", "masks"):
         try:
             from starcli import synth
@@ -175,6 +203,7 @@ def evaluate_model(
             if set(attributes) <= set(synth.ATTRIBUTES):
                 masks = _load_masks(ds.root, files, size)
                 measure = synth.measure_attributes
+                scores = synth.binary_scores
         except ImportError:
             masks = None
         if judge == "masks" and masks is None:
@@ -207,6 +236,12 @@ def evaluate_model(
     src_pred = np.concatenate([run_judge(x_all[i : i + batch_size], np.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
     src_acc = (src_pred == labels.numpy()).mean(0)
 
+    # the judge's continuous scores of the unedited faces (score progress of flips)
+    src_scores: dict[str, np.ndarray] = {}
+    if use_masks and scores is not None:
+        parts = [scores(x_all[i : i + batch_size], {k: v[i : i + batch_size] for k, v in masks.items()}) for i in range(0, n, batch_size)]
+        src_scores = {a: np.concatenate([p[a] for p in parts]) for a in parts[0]} if parts else {}
+
     mode = edit_mode or spec.edit_mode
 
     def generate(crops: Tensor, c: Tensor) -> Tensor:
@@ -230,6 +265,7 @@ def evaluate_model(
         change_sum, change_px = 0.0, 0.0
         rec_sum = 0.0
         t_fwd = 0.0
+        edited_scores: list[np.ndarray] = []
         for i in range(0, len(rows), batch_size):
             idx = rows[i : i + batch_size]
             x = x_all[idx].to(dev)
@@ -246,6 +282,8 @@ def evaluate_model(
             rec01 = edit_crops(generate, y01, c_trg, [c_src], mode)[0]
             rec_sum += float((rec01 - x).abs().mean(dim=(1, 2, 3)).sum())
             pred = run_judge(y01, idx)
+            if kind == "flip" and attr in src_scores and scores is not None:
+                edited_scores.append(scores(y01.cpu(), {kk: v[idx] for kk, v in masks.items()})[attr])
             to = c_trg[:, k].cpu().numpy().astype(int)
             hit = pred[:, k] == to
             ok += int(hit.sum())
@@ -263,6 +301,9 @@ def evaluate_model(
                     change_sum += float(diff[j][outside].sum())
                     change_px += float(outside.sum())
         count, flip = len(rows), kind == "flip"
+        progress: dict[int, float | None] = {0: None, 1: None}
+        if flip and edited_scores:
+            progress = _score_progress(src_scores[attr], np.concatenate(edited_scores), 1 - labels[rows, k].numpy().astype(int))
         report.rows.append(
             EvalRow(
                 attribute=attr,
@@ -277,6 +318,8 @@ def evaluate_model(
                 success_off=float(ok_by_target[0] / count_by_target[0]) if flip and count_by_target[0] else None,
                 n_on=int(count_by_target[1]) if flip else None,
                 n_off=int(count_by_target[0]) if flip else None,
+                progress_on=progress[1],
+                progress_off=progress[0],
             )
         )
         if on_batch is not None:

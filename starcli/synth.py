@@ -60,6 +60,7 @@ __all__ = [
     "sample_attributes",
     "sample_counterfactual",
     "render_face",
+    "binary_scores",
     "face_landmarks",
     "changed_region",
     "measure_attributes",
@@ -1135,6 +1136,15 @@ def measure_attributes(images: Any, masks: Mapping[str, Any]) -> dict[str, np.nd
     out["Beard"] = (s["beard"] > 0).astype(np.int64)
     out["Young"] = (s["age"] <= 0).astype(np.int64)
     return {k: out[k] for k in ATTRIBUTES}
+
+
+def binary_scores(images: Any, masks: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The judge's continuous score of each binary attribute, signed so that ``> 0`` means present
+    (``Young``: the negated age score): ``{name: float32 (N,)}`` for :data:`BINARY_ATTRIBUTES`.
+    Same inputs as :func:`measure_attributes`; the scores are logits of the judge's calibration.
+    """
+    s = measure_scores(images, masks)
+    return {"Eyeglasses": s["glasses"], "Smiling": s["smile"], "Beard": s["beard"], "Young": -s["age"]}
 
 
 # ------------------------------------------------------------------------------ dataset writer

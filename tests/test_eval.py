@@ -82,11 +82,32 @@ def test_eval_splits_flips_into_adding_and_removing(synth_run, monkeypatch, tmp_
     assert all((rows[r.attribute]["n_on"], rows[r.attribute]["n_off"]) == (r.n_on, r.n_off) for r in flips)
 
 
+def test_score_progress_measures_how_far_edits_move_the_judges_score(synth_run):
+    """Faces without the attribute score -2, faces with it +2. Edits that land every face at -1
+    move the adding edits a quarter of the way (0.25) and the removing ones three quarters (0.75)."""
+    import numpy as np
+
+    from starcli.evaluate import _score_progress
+
+    src = np.array([-2.0, -2.0, 2.0, 2.0, 2.0])
+    target = np.array([1, 1, 0, 0, 0])  # the first two are edited to have it, the rest to lose it
+    assert _score_progress(src, np.full(5, -1.0), target) == {1: 0.25, 0: 0.75}
+    assert _score_progress(src, src, target) == {1: 0.0, 0: 0.0}
+    assert _score_progress(src[:2], src[:2], target[:2]) == {1: None, 0: None}  # no face has it yet
+    run, data = synth_run
+    report = evaluate_model(run, data, batch_size=4)
+    for r in report.rows:
+        if r.target == "flip":  # the real judge on a 2-step model: finite numbers for both directions
+            assert np.isfinite(r.progress_on) and np.isfinite(r.progress_off)
+        else:
+            assert r.progress_on is None and r.progress_off is None
+
+
 def test_eval_discriminator_judge_and_limit(synth_run):
     run, data = synth_run
     report = evaluate_model(run, data, judge="discriminator", limit=3, precision="bf16")
     assert report.judge == "discriminator" and report.num_images == 3
-    assert all(r.outside_change is None for r in report.rows)
+    assert all(r.outside_change is None and r.progress_on is None for r in report.rows)
 
 
 def test_eval_masks_missing(synth_run, tmp_path):

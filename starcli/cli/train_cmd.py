@@ -150,7 +150,7 @@ def eval_command(
         _fail(exc)
         return
     table = Table(title=f"eval {report.model} on {report.data} ({report.num_images} images, judge: {report.judge}, edit mode: {report.edit_mode})")
-    for col in ("attribute", "target", "n", "success", "on/off", "outside change", "rec L1", "ms/img"):
+    for col in ("attribute", "target", "n", "success", "on/off", "progress on/off", "outside change", "rec L1", "ms/img"):
         table.add_column(col, justify="left" if col in ("attribute", "target") else "right")
     for r in report.rows:
         table.add_row(
@@ -159,6 +159,7 @@ def eval_command(
             str(r.count),
             f"{100 * r.success:.1f}%",
             "/".join("-" if v is None else f"{100 * v:.0f}%" for v in (r.success_on, r.success_off)) if r.target == "flip" else "",
+            "/".join("-" if v is None else f"{v:.2f}" for v in (r.progress_on, r.progress_off)) if r.target == "flip" else "",
             "-" if r.outside_change is None else f"{r.outside_change:.4f}",
             f"{r.rec_l1:.4f}",
             f"{1000 * r.seconds_per_image:.1f}",
