@@ -150,7 +150,7 @@ def eval_command(
         _fail(exc)
         return
     table = Table(title=f"eval {report.model} on {report.data} ({report.num_images} images, judge: {report.judge}, edit mode: {report.edit_mode})")
-    for col in ("attribute", "target", "n", "success", "on/off", "progress on/off", "outside change", "rec L1", "ms/img"):
+    for col in ("attribute", "target", "n", "success", "on/off", "progress", "outside change", "rec L1", "ms/img"):
         table.add_column(col, justify="left" if col in ("attribute", "target") else "right")
     for r in report.rows:
         table.add_row(
