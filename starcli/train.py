@@ -433,7 +433,7 @@ def paired_shift_l1(fake: Tensor, target: Tensor, source: Tensor, *, threshold: 
 
     A thin stroke drawn one pixel away from the target's costs nothing, so the generator can draw
     it sharp where it is unsure of the exact pixel, instead of the blurred compromise a plain L1
-    pays least for; a stroke left out costs as much as under the plain L1.
+    pays least for; a stroke left out still costs (its pixels find no match), and so does a blur.
     """
     with torch.no_grad():
         changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
