@@ -24,6 +24,7 @@ from starcli.train import (
     focus_pair_indices,
     paired_region_l1,
     paired_shift_l1,
+    paired_texture_l1,
     sample_target_labels,
     train,
 )
@@ -123,6 +124,25 @@ def test_paired_shift_l1_forgives_a_stroke_one_pixel_off_but_not_a_missing_one()
     far[..., 2:10, 7] = 1.0
     assert paired_shift_l1(far, tgt, src, threshold=0.03, radius=1).item() > 0.2
     assert paired_shift_l1(far, tgt, src, threshold=0.03, radius=2).item() == pytest.approx(0.0)
+
+
+def test_paired_texture_l1_ranks_a_sharp_stroke_nearby_above_a_blur_and_a_missing_one():
+    src = torch.zeros(1, 3, 12, 12)
+    tgt = src.clone()
+    tgt[..., 2:10, 5] = -0.8  # a thin dark stroke
+    shifted = {dx: src.clone() for dx in (1, 3)}
+    for dx, img in shifted.items():
+        img[..., 2:10, 5 + dx] = -0.8
+    blurred = src.clone()
+    blurred[..., 2:10, 4:7] = -0.8 / 3
+    bright = src.clone()
+    bright[..., 2:10, 5] = 0.8  # a bright stroke in the right place is not a dark one
+    loss = {name: paired_texture_l1(f, tgt, src, threshold=0.03).item()
+            for name, f in [("exact", tgt), ("near", shifted[1]), ("far", shifted[3]), ("blur", blurred), ("missing", src), ("bright", bright)]}
+    assert loss["exact"] == pytest.approx(0.0)
+    assert loss["near"] < loss["blur"] < loss["missing"]
+    assert loss["far"] > loss["blur"] and loss["bright"] > loss["blur"]
+    assert paired_texture_l1(src, src, src, threshold=0.03).item() == 0.0
 
 
 def test_focused_pairs_fill_their_share_of_every_batch():
@@ -300,7 +320,7 @@ def test_resume_matches_uninterrupted_run(dataset, tmp_path, precision, focus):
     common = dict(optim__iters=6, optim__decay_iters=4, run__save_every=4, loss__lambda_pair=5.0,
                   augment__affine=0.5, augment__color=0.5, log__sample_every=100, run__precision=precision)
     if focus:  # oversampled pairs and the shift-tolerant paired loss resume exactly too
-        common.update(data__pair_focus=["Smiling"], data__pair_focus_share=0.5, loss__lambda_pair_shift=2.0)
+        common.update(data__pair_focus=["Smiling"], data__pair_focus_share=0.5, loss__lambda_pair_shift=2.0, loss__lambda_pair_texture=2.0)
     train(tiny_config(dataset, tmp_path / "full", **common))
     first = train(tiny_config(dataset, tmp_path / "part", **common, run__max_steps=3))  # interrupted
     assert first.step == 3 and first.checkpoint.name == "step_0000003"
