@@ -392,14 +392,33 @@ def gradient_penalty(D: nn.Module, x_real: Tensor, x_fake: Tensor, alpha: Tensor
     return ((norm - 1.0) ** 2).mean()
 
 
+def _changed_pixels(source: Tensor, target: Tensor, threshold: float, grow: int = 0) -> Tensor:
+    """``(B, 1, H, W)`` 0/1: pixels where any channel of a pair (``[-1, 1]``) differs by more than
+    ``threshold`` on [0, 1], dilated by ``grow`` pixels (no gradient)."""
+    with torch.no_grad():
+        changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
+        if grow > 0:
+            changed = F.max_pool2d(changed, 2 * grow + 1, stride=1, padding=grow)
+    return changed
+
+
+def _mean_over_changed(err: Tensor, changed: Tensor) -> Tensor:
+    """Per-pixel error ``(B, 1, H, W)`` averaged over each pair's ``changed`` pixels, then over the
+    pairs that change any pixel (0, with a gradient path, when none does)."""
+    area = changed.sum(dim=(1, 2, 3))
+    total = (err * changed).sum(dim=(1, 2, 3))
+    has = area > 0
+    if not bool(has.any()):
+        return err.sum() * 0.0
+    return (total[has] / area[has]).mean()
+
+
 def paired_l1(fake: Tensor, target: Tensor, source: Tensor, *, weight: float, threshold: float) -> Tensor:
     """L1 between ``fake`` and ``target`` (``[-1, 1]``), weight ``weight`` where source != target.
 
     A pixel counts as changed when any channel differs by more than ``threshold`` on [0, 1].
     """
-    with torch.no_grad():
-        changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
-        w = 1.0 + (weight - 1.0) * changed
+    w = 1.0 + (weight - 1.0) * _changed_pixels(source, target, threshold)
     return (w * (fake.float() - target.float()).abs()).mean()
 
 
@@ -410,14 +429,8 @@ def paired_region_l1(fake: Tensor, target: Tensor, source: Tensor, *, threshold:
     Every pair's edit counts the same whatever its area: a few wrinkle or mouth pixels weigh as
     much as a whole head of hair. Changed: as in :func:`paired_l1`.
     """
-    with torch.no_grad():
-        changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
-        area = changed.sum(dim=(1, 2, 3))
-    err = ((fake.float() - target.float()).abs().mean(1, keepdim=True) * changed).sum(dim=(1, 2, 3))
-    has = area > 0
-    if not bool(has.any()):
-        return fake.float().sum() * 0.0
-    return (err[has] / area[has]).mean()
+    err = (fake.float() - target.float()).abs().mean(1, keepdim=True)
+    return _mean_over_changed(err, _changed_pixels(source, target, threshold))
 
 
 def _shifted(x: Tensor, radius: int) -> Tensor:
@@ -439,18 +452,11 @@ def paired_shift_l1(fake: Tensor, target: Tensor, source: Tensor, *, threshold: 
     it sharp where it is unsure of the exact pixel, instead of the blurred compromise a plain L1
     pays least for; a stroke left out still costs (its pixels find no match), and so does a blur.
     """
-    with torch.no_grad():
-        changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
-        changed = F.max_pool2d(changed, 2 * radius + 1, stride=1, padding=radius)
-        area = changed.sum(dim=(1, 2, 3))
     f, t = fake.float(), target.float()
     to_target = (f.unsqueeze(0) - _shifted(t, radius)).abs().mean(2).amin(0)  # (B, H, W)
     to_fake = (_shifted(f, radius) - t.unsqueeze(0)).abs().mean(2).amin(0)
-    err = ((to_target + to_fake).unsqueeze(1) * 0.5 * changed).sum(dim=(1, 2, 3))
-    has = area > 0
-    if not bool(has.any()):
-        return f.sum() * 0.0
-    return (err[has] / area[has]).mean()
+    err = (to_target + to_fake).unsqueeze(1) * 0.5
+    return _mean_over_changed(err, _changed_pixels(source, target, threshold, grow=radius))
 
 
 def local_contrast(x: Tensor) -> Tensor:
@@ -472,15 +478,8 @@ def paired_texture_l1(fake: Tensor, target: Tensor, source: Tensor, *, threshold
     is uncertain; this one compares how much stroke there is around each pixel, so a blur costs
     what the missing strokes do and sharp strokes a pixel off cost little.
     """
-    with torch.no_grad():
-        changed = ((source.float() - target.float()).abs().amax(1, keepdim=True) > 2.0 * threshold).float()
-        changed = F.max_pool2d(changed, 5, stride=1, padding=2)
-        area = changed.sum(dim=(1, 2, 3))
-    err = ((local_contrast(fake) - local_contrast(target)).abs().sum(1, keepdim=True) * changed).sum(dim=(1, 2, 3))
-    has = area > 0
-    if not bool(has.any()):
-        return fake.float().sum() * 0.0
-    return (err[has] / area[has]).mean()
+    err = (local_contrast(fake) - local_contrast(target)).abs().sum(1, keepdim=True)
+    return _mean_over_changed(err, _changed_pixels(source, target, threshold, grow=2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1173,18 +1172,16 @@ class _Trainer:
                 loss_pair = paired_l1(x_pair, pair[1], pair[0], weight=lc.pair_weight, threshold=lc.pair_threshold)
                 loss = loss + lc.lambda_pair * loss_pair
                 logs["G/pair"] = loss_pair.item()
-                if lc.lambda_pair_region > 0:
-                    loss_region = paired_region_l1(x_pair, pair[1], pair[0], threshold=lc.pair_threshold)
-                    loss = loss + lc.lambda_pair_region * loss_region
-                    logs["G/pair_region"] = loss_region.item()
-                if lc.lambda_pair_shift > 0:
-                    loss_shift = paired_shift_l1(x_pair, pair[1], pair[0], threshold=lc.pair_threshold, radius=lc.pair_shift_radius)
-                    loss = loss + lc.lambda_pair_shift * loss_shift
-                    logs["G/pair_shift"] = loss_shift.item()
-                if lc.lambda_pair_texture > 0:
-                    loss_texture = paired_texture_l1(x_pair, pair[1], pair[0], threshold=lc.pair_threshold)
-                    loss = loss + lc.lambda_pair_texture * loss_texture
-                    logs["G/pair_texture"] = loss_texture.item()
+                region_losses = (  # (log name, weight, loss over each pair's changed pixels)
+                    ("region", lc.lambda_pair_region, lambda: paired_region_l1(x_pair, pair[1], pair[0], threshold=lc.pair_threshold)),
+                    ("shift", lc.lambda_pair_shift, lambda: paired_shift_l1(x_pair, pair[1], pair[0], threshold=lc.pair_threshold, radius=lc.pair_shift_radius)),
+                    ("texture", lc.lambda_pair_texture, lambda: paired_texture_l1(x_pair, pair[1], pair[0], threshold=lc.pair_threshold)),
+                )
+                for name, weight, term in region_losses:
+                    if weight > 0:
+                        value = term()
+                        loss = loss + weight * value
+                        logs[f"G/pair_{name}"] = value.item()
             self.opt_G.zero_grad(set_to_none=True)
             self._backward_step(loss, self.opt_G, self.G, self.scaler_G)
         finally:
