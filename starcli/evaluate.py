@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -168,6 +168,7 @@ def evaluate_model(
     device: str = "auto",
     precision: str = "fp32",
     edit_mode: str | None = None,
+    edits: Sequence[str] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EvalReport:
     """Translate held-out images of ``data`` with ``model`` and measure each edit (see module doc).
@@ -175,7 +176,8 @@ def evaluate_model(
     ``judge``: ``auto`` (masks when the dataset has them and the synth attributes, else the
     discriminator), ``masks`` or ``discriminator``. ``precision``: ``fp32`` or ``bf16`` (autocast
     for the generator, faster on CPUs with bf16). ``edit_mode``: ``direct``, ``difference`` or ``masked``
-    (default: the model card's; see :func:`starcli.translate.edit_crops`). Raises :class:`InputError` / :class:`ModelError`.
+    (default: the model card's; see :func:`starcli.translate.edit_crops`). ``edits``: measure only
+    these attributes' edits (default: every attribute). Raises :class:`InputError` / :class:`ModelError`.
     """
     if precision not in ("fp32", "bf16"):
         raise InputError(None, f"unknown precision {precision!r} (fp32 or bf16)")
@@ -184,6 +186,10 @@ def evaluate_model(
     spec = m.spec
     attributes = list(spec.attributes)
     groups = [list(g) for g in spec.groups]
+    unknown = [a for a in edits or () if a not in attributes]
+    if unknown:
+        raise InputError(None, f"--attrs: {', '.join(unknown)} not among the model's attributes ({', '.join(attributes)})")
+    plan = [(a, kind) for a, kind in edits_for(attributes, groups) if not edits or a in edits]
     ds = load_dataset(data, attrs=attributes, groups=groups or None, use_pairs=False, require_classes=False)
     n = len(ds) if limit <= 0 else min(limit, len(ds))
     files = ds.files[:n]
@@ -251,7 +257,7 @@ def evaluate_model(
             return ((G(crops * 2 - 1, c).float() + 1) / 2).clamp(0, 1)
 
     report = EvalReport(model=str(model), data=str(data), judge=judge_name, num_images=n, edit_mode=mode)
-    for attr, kind in edits_for(attributes, groups):
+    for attr, kind in plan:
         k = attributes.index(attr)
         group = next((g for g in groups if attr in g), None)
         if kind == "set":
@@ -323,6 +329,6 @@ def evaluate_model(
             )
         )
         if on_batch is not None:
-            on_batch(len(report.rows), len(attributes))
+            on_batch(len(report.rows), len(plan))
     report.seconds = time.perf_counter() - t_start
     return report

@@ -103,6 +103,21 @@ def test_score_progress_measures_how_far_edits_move_the_judges_score(synth_run):
             assert r.progress_on is None and r.progress_off is None
 
 
+def test_eval_of_chosen_edits_matches_the_full_eval(synth_run):
+    """``edits=`` measures only the named edits, in the model's order, with the same numbers as
+    the full evaluation; an unknown name is an error that names it."""
+    run, data = synth_run
+    full = {r.attribute: r for r in evaluate_model(run, data, batch_size=4).rows}
+    some = evaluate_model(run, data, batch_size=4, edits=["Young", "Blond_Hair"])
+    assert [r.attribute for r in some.rows] == ["Blond_Hair", "Young"]
+    for r in some.rows:
+        assert (r.success, r.outside_change, r.rec_l1, r.progress_off) == pytest.approx(
+            (full[r.attribute].success, full[r.attribute].outside_change, full[r.attribute].rec_l1, full[r.attribute].progress_off))
+    assert set(some.summary()) == {"Blond_Hair", "Young", "mean_outside_change", "mean_rec_l1"}
+    with pytest.raises(InputError, match="Old"):
+        evaluate_model(run, data, edits=["Old"])
+
+
 def test_eval_discriminator_judge_and_limit(synth_run):
     run, data = synth_run
     report = evaluate_model(run, data, judge="discriminator", limit=3, precision="bf16")

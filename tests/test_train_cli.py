@@ -67,6 +67,12 @@ def test_train_then_resume_then_eval(app, runner, tmp_path):
     rep = json.loads(report.read_text())
     assert rep["judge"] == "discriminator" and rep["num_images"] == 8
     assert [row["attribute"] for row in rep["rows"]] == ["Black_Hair", "Blond_Hair", "Brown_Hair", "Smiling"]
+    # --attrs: only the named edits; an unknown name fails with a one-line error
+    r = runner.invoke(app, ["eval", str(out), str(data), "--attrs", "Smiling, Blond_Hair", "--json", str(report)])
+    assert r.exit_code == 0, r.output
+    assert [row["attribute"] for row in json.loads(report.read_text())["rows"]] == ["Blond_Hair", "Smiling"]
+    r = runner.invoke(app, ["eval", str(out), str(data), "--attrs", "Young"])
+    assert r.exit_code == 1 and "--attrs: Young not among" in r.output
 
 
 def test_bad_flag_and_errors(app, runner, tmp_path):

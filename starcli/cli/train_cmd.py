@@ -136,6 +136,7 @@ def eval_command(
     precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (generator autocast).")] = "fp32",
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: default).")] = 0,
     edit_mode: Annotated[Optional[str], typer.Option("--edit-mode", help="direct, difference or masked (default: the model card's).")] = None,
+    attrs: Annotated[Optional[str], typer.Option("--attrs", help="Comma-separated attributes whose edits to measure (default: all).")] = None,
 ) -> None:
     """Per attribute: edit success rate, change outside the edited region, reconstruction L1, time."""
     try:
@@ -145,7 +146,8 @@ def eval_command(
             import torch
 
             torch.set_num_threads(threads)
-        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device, precision=precision, edit_mode=edit_mode)
+        report = evaluate_model(model, data, limit=limit, batch_size=batch_size, judge=judge, device=device, precision=precision, edit_mode=edit_mode,
+                                edits=[a.strip() for a in attrs.split(",") if a.strip()] if attrs else None)
     except StarcliError as exc:
         _fail(exc)
         return
