@@ -59,6 +59,9 @@ __all__ = [
     "paired_shift_l1",
     "paired_texture_l1",
     "local_contrast",
+    "PairCritic",
+    "pair_critic_loss",
+    "pair_critic_g_loss",
     "load_checkpoint_state",
     "find_checkpoint",
     "CHECKPOINT_FORMAT",
@@ -130,6 +133,9 @@ class LossConfig:
     lambda_pair_shift: float = 0.0  # shift-tolerant paired L1 over each pair's changed pixels (0: off)
     pair_shift_radius: int = 1  # pixels a stroke may move at no cost in lambda_pair_shift
     lambda_pair_texture: float = 0.0  # L1 of local dark/bright stroke energy over each pair's changed pixels (0: off)
+    lambda_pair_critic: float = 0.0  # G weight of the pair patch critic (7x7 receptive field, hinge) over changed pixels (0: off)
+    pair_critic_dim: int = 32  # channels of the pair patch critic's first layer
+    pair_critic_lr: float = 0.0  # Adam lr of the pair patch critic, decayed with the others (0: optim.d_lr)
     gp_precision: str = "fp32"  # fp32 | autocast: precision of the gradient-penalty forward/backward
 
 
@@ -297,6 +303,8 @@ def validate_config(cfg: TrainConfig) -> None:
         "loss.lambda_pair_shift": cfg.loss.lambda_pair_shift,
         "loss.pair_shift_radius": cfg.loss.pair_shift_radius,
         "loss.lambda_pair_texture": cfg.loss.lambda_pair_texture,
+        "loss.lambda_pair_critic": cfg.loss.lambda_pair_critic,
+        "loss.pair_critic_lr": cfg.loss.pair_critic_lr,
         "data.memory_limit_mb": cfg.data.memory_limit_mb,
     }
     for key, value in nonneg.items():
@@ -309,6 +317,8 @@ def validate_config(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.optim.ema_decay < 1.0:
         raise ConfigError(f"config key 'optim.ema_decay': must be in [0, 1), got {cfg.optim.ema_decay}")
     s, r = cfg.data.image_size, cfg.model.d_repeat_num
+    if cfg.loss.pair_critic_dim <= 0:
+        raise ConfigError(f"config key 'loss.pair_critic_dim': must be > 0, got {cfg.loss.pair_critic_dim}")
     if s % 4:
         raise ConfigError(f"config key 'data.image_size': {s} is not a multiple of 4")
     if s % (2**r) or s < 2**r:
@@ -480,6 +490,41 @@ def paired_texture_l1(fake: Tensor, target: Tensor, source: Tensor, *, threshold
     """
     err = (local_contrast(fake) - local_contrast(target)).abs().sum(1, keepdim=True)
     return _mean_over_changed(err, _changed_pixels(source, target, threshold, grow=2))
+
+
+class PairCritic(nn.Module):
+    """Patch critic for counterfactual pairs: scores every pixel of a candidate edit ``(B, 3, H,
+    W)`` of ``source`` (same shape, both ``[-1, 1]``) as real (high) or generated, ``(B, 1, H, W)``.
+
+    Three 3x3 convs and a 1x1 (spectral norm, leaky ReLU): each score sees only the 7x7 patch
+    around its pixel of both images, so it judges fine texture (a crisp 1 px line against a faint
+    smear in the same place) and not the global content the main critic judges.
+    """
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(6, dim, 3, padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(dim, 2 * dim, 3, padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * dim, 2 * dim, 3, padding=1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * dim, 1, 1)),
+        )
+
+    def forward(self, source: Tensor, candidate: Tensor) -> Tensor:
+        return self.net(torch.cat([source.float(), candidate.float()], 1))
+
+
+def pair_critic_loss(scores_real: Tensor, scores_fake: Tensor, changed: Tensor) -> Tensor:
+    """Hinge loss of a :class:`PairCritic` from its scores ``(B, 1, H, W)`` of the true targets
+    and of the (detached) generated edits, averaged over each pair's ``changed`` pixels and over
+    pairs: 0 once every real pixel scores >= 1 and every generated one <= -1."""
+    return _mean_over_changed(F.relu(1.0 - scores_real), changed) + _mean_over_changed(F.relu(1.0 + scores_fake), changed)
+
+
+def pair_critic_g_loss(scores_fake: Tensor, changed: Tensor) -> Tensor:
+    """The generator's side: minus the critic's mean score of its edits over the changed pixels."""
+    return _mean_over_changed(-scores_fake.float(), changed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -898,6 +943,12 @@ class _Trainer:
         o = cfg.optim
         self.opt_G = torch.optim.Adam(self.G.parameters(), o.g_lr, (o.beta1, o.beta2))
         self.opt_D = torch.optim.Adam(self.D.parameters(), o.d_lr, (o.beta1, o.beta2))
+        self.PC: PairCritic | None = None  # pair patch critic (loss.lambda_pair_critic)
+        self.opt_PC: torch.optim.Optimizer | None = None
+        if cfg.loss.lambda_pair_critic > 0 and self.pair_store is not None:
+            self.PC = PairCritic(cfg.loss.pair_critic_dim).to(self.device)
+            self.dist.broadcast_params(self.PC)
+            self.opt_PC = torch.optim.Adam(self.PC.parameters(), self._pc_lr, (o.beta1, o.beta2))
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.scaler_G = self.scaler_D = None
         if self.precision == "fp16":
@@ -964,6 +1015,9 @@ class _Trainer:
             raise ConfigError(f"resume: model config differs from the checkpoint's ({str(exc).splitlines()[0]})") from None
         self.opt_G.load_state_dict(st["opt_G"])
         self.opt_D.load_state_dict(st["opt_D"])
+        if self.PC is not None and self.opt_PC is not None and "PC" in st:  # else: the critic starts fresh
+            self.PC.load_state_dict(st["PC"])
+            self.opt_PC.load_state_dict(st["opt_PC"])
         self.start_step = int(st["step"])
         self.g_steps = int(st.get("g_steps", 0))
         rng = st["rng"]
@@ -1012,6 +1066,9 @@ class _Trainer:
             "opt_D": self.opt_D.state_dict(),
             "rng": rng,
         }
+        if self.PC is not None and self.opt_PC is not None:
+            st["PC"] = _contiguous_state(self.PC)
+            st["opt_PC"] = self.opt_PC.state_dict()
         if rng_ranks is not None:
             st["rng_ranks"] = rng_ranks
         if self.scaler_G is not None:
@@ -1182,14 +1239,36 @@ class _Trainer:
                         value = term()
                         loss = loss + weight * value
                         logs[f"G/pair_{name}"] = value.item()
+                if self.PC is not None:
+                    changed = _changed_pixels(pair[0], pair[1], lc.pair_threshold, grow=2)
+                    self.PC.requires_grad_(False)
+                    value = pair_critic_g_loss(self.PC(pair[0], x_pair), changed)
+                    loss = loss + lc.lambda_pair_critic * value
+                    logs["G/pair_critic"] = value.item()
             self.opt_G.zero_grad(set_to_none=True)
             self._backward_step(loss, self.opt_G, self.G, self.scaler_G)
         finally:
             self.D.requires_grad_(True)
+            if self.PC is not None:
+                self.PC.requires_grad_(True)
+        if self.PC is not None and pair is not None:
+            logs["D/pair_critic"] = self._pair_critic_step(pair[0], pair[1], x_pair.detach(), changed)
         self.g_steps += 1
         self.dist.broadcast_buffers(self.G)
         self._update_ema()
         return logs
+
+    @property
+    def _pc_lr(self) -> float:
+        return self.cfg.loss.pair_critic_lr or self.cfg.optim.d_lr
+
+    def _pair_critic_step(self, source: Tensor, target: Tensor, fake: Tensor, changed: Tensor) -> float:
+        """One update of the pair patch critic on a pair batch's true targets and G's edits."""
+        assert self.PC is not None and self.opt_PC is not None
+        loss = pair_critic_loss(self.PC(source, target), self.PC(source, fake), changed)
+        self.opt_PC.zero_grad(set_to_none=True)
+        self._backward_step(loss, self.opt_PC, self.PC, None)
+        return loss.item()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -1244,6 +1323,8 @@ class _Trainer:
                 group["lr"] = cfg.optim.g_lr * factor
             for group in self.opt_D.param_groups:
                 group["lr"] = cfg.optim.d_lr * factor
+            for group in self.opt_PC.param_groups if self.opt_PC is not None else []:
+                group["lr"] = self._pc_lr * factor
             self.G.train()
             self.D.train()
             x_real, label_org = self._batch()

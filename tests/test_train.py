@@ -21,7 +21,10 @@ from starcli.train import (
     lr_factor,
     paired_l1,
     FocusedSampler,
+    PairCritic,
     focus_pair_indices,
+    pair_critic_g_loss,
+    pair_critic_loss,
     paired_region_l1,
     paired_shift_l1,
     paired_texture_l1,
@@ -145,6 +148,64 @@ def test_paired_texture_l1_ranks_a_sharp_stroke_nearby_above_a_blur_and_a_missin
     assert paired_texture_l1(src, src, src, threshold=0.03).item() == 0.0
 
 
+def test_pair_critic_sees_only_a_7x7_patch_of_both_images():
+    torch.manual_seed(0)
+    critic = PairCritic(4)
+    src = torch.randn(1, 3, 16, 16, requires_grad=True)
+    cand = torch.randn(1, 3, 16, 16, requires_grad=True)
+    scores = critic(src, cand)
+    assert scores.shape == (1, 1, 16, 16)
+    scores[0, 0, 8, 8].backward()
+    for grad in (src.grad, cand.grad):
+        seen = grad.abs().sum(1)[0] > 0
+        assert seen[5:12, 5:12].all() and seen.sum() == 49  # rows/cols 8 +- 3 and nothing else
+
+
+def test_pair_critic_hinge_counts_changed_pixels_only():
+    changed = torch.zeros(2, 1, 4, 4)
+    changed[:, :, 1:3, 1:3] = 1.0
+    real, fake = torch.full((2, 1, 4, 4), 5.0), torch.full((2, 1, 4, 4), 7.0)
+    real[changed.bool()], fake[changed.bool()] = 2.0, -2.0  # confident and right where it matters
+    assert pair_critic_loss(real, fake, changed).item() == 0.0
+    fake[changed.bool()] = 0.5  # undecided on the fakes: hinge 1.5 on each changed pixel
+    assert pair_critic_loss(real, fake, changed).item() == pytest.approx(1.5)
+    assert pair_critic_g_loss(fake, changed).item() == pytest.approx(-0.5)
+
+
+def test_pair_critic_learns_to_tell_a_crisp_line_from_a_smear():
+    """What it is for: trained on true targets with a crisp dark line and edits with the same
+    line smeared over three columns, it scores the crisp line higher, also on new positions."""
+    torch.manual_seed(0)
+
+    def line(col: int, smear: bool) -> torch.Tensor:
+        img = torch.zeros(3, 16, 16)
+        if smear:
+            img[:, 3:13, col - 1:col + 2] = -0.8 / 3
+        else:
+            img[:, 3:13, col] = -0.8
+        return img
+
+    critic = PairCritic(8)
+    opt = torch.optim.Adam(critic.parameters(), 2e-3, (0.5, 0.999))
+    src = torch.zeros(4, 3, 16, 16)
+    for step in range(60):
+        cols = [3 + (step + 2 * k) % 5 for k in range(4)]
+        real = torch.stack([line(c, False) for c in cols])
+        fake = torch.stack([line(c, True) for c in cols])
+        changed = ((real - fake).abs().amax(1, keepdim=True) > 0.06).float()
+        changed = torch.nn.functional.max_pool2d(changed, 5, stride=1, padding=2)
+        loss = pair_critic_loss(critic(src, real), critic(src, fake), changed)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    critic.eval()
+    with torch.no_grad():
+        for col in (11, 12):  # positions it never saw
+            crisp = critic(src[:1], line(col, False)[None])[0, 0, 3:13, col - 2:col + 3].mean()
+            smear = critic(src[:1], line(col, True)[None])[0, 0, 3:13, col - 2:col + 3].mean()
+            assert crisp > smear + 0.5
+
+
 def test_focused_pairs_fill_their_share_of_every_batch():
     src = torch.tensor([[1.0, 0.0]] * 10)
     trg = src.clone()
@@ -255,8 +316,8 @@ def test_stage6_recipe_oversamples_the_pairs_that_add_age_cues():
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     state = torch.load(sorted((run / "checkpoints").glob("step_*"))[-1] / "train_state.pt", weights_only=True)
     out = {}
-    for name in ("G", "D", "G_ema"):
-        out.update({f"{name}.{k}": v for k, v in state[name].items()})
+    for name in ("G", "D", "G_ema", "PC"):  # PC: the pair patch critic, when the run has one
+        out.update({f"{name}.{k}": v for k, v in state.get(name, {}).items()})
     return out
 
 
@@ -320,15 +381,21 @@ def test_resume_matches_uninterrupted_run(dataset, tmp_path, precision, focus):
     common = dict(optim__iters=6, optim__decay_iters=4, run__save_every=4, loss__lambda_pair=5.0,
                   augment__affine=0.5, augment__color=0.5, log__sample_every=100, run__precision=precision)
     if focus:  # oversampled pairs and the shift-tolerant paired loss resume exactly too
-        common.update(data__pair_focus=["Smiling"], data__pair_focus_share=0.5, loss__lambda_pair_shift=2.0, loss__lambda_pair_texture=2.0)
+        common.update(data__pair_focus=["Smiling"], data__pair_focus_share=0.5, loss__lambda_pair_shift=2.0, loss__lambda_pair_texture=2.0,
+                      loss__lambda_pair_critic=1.0, loss__pair_critic_dim=4, loss__pair_critic_lr=3e-4)
     train(tiny_config(dataset, tmp_path / "full", **common))
     first = train(tiny_config(dataset, tmp_path / "part", **common, run__max_steps=3))  # interrupted
     assert first.step == 3 and first.checkpoint.name == "step_0000003"
+    if focus:  # the pair critic's own lr, on the shared schedule
+        opt_pc = torch.load(first.checkpoint / "train_state.pt", weights_only=True)["opt_PC"]
+        assert opt_pc["param_groups"][0]["lr"] == pytest.approx(3e-4 * lr_factor(3, 6, 4))
     resumed = tiny_config(dataset, tmp_path / "part", **{**common, "run__resume": str(tmp_path / "part")})
     summary = train(resumed)
     assert summary.start_step == 3 and summary.step == 6
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert a.keys() == b.keys()
+    assert any(k.startswith("PC.") for k in a) == focus  # the pair patch critic resumes exactly too
+    assert ("D/pair_critic" in summary.losses and "G/pair_critic" in summary.losses) == focus
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
