@@ -400,6 +400,19 @@ def test_resume_matches_uninterrupted_run(dataset, tmp_path, precision, focus):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_pair_critic_term_reaches_the_generator(dataset, tmp_path):
+    """Same seed, same critic, only the critic's G weight differs: the generator must come out
+    different (the term is in G's loss), and identical when the weight is the same."""
+    common = dict(optim__iters=2, optim__n_critic=1, loss__lambda_pair=5.0, loss__pair_critic_dim=4, log__sample_every=100)
+    runs = {name: tmp_path / name for name in ("a", "b", "c")}
+    for name, weight in (("a", 1.0), ("b", 1.0), ("c", 3.0)):
+        train(tiny_config(dataset, runs[name], **common, loss__lambda_pair_critic=weight))
+    a, b, c = (_weights(runs[n]) for n in ("a", "b", "c"))
+    g_keys = [k for k in a if k.startswith("G.")]
+    assert all(torch.equal(a[k], b[k]) for k in g_keys)
+    assert not all(torch.equal(a[k], c[k]) for k in g_keys)
+
+
 def test_time_budget_stops_and_checkpoints(dataset, tmp_path):
     cfg = tiny_config(dataset, tmp_path / "budget", optim__iters=50, run__max_minutes=1e-6, log__sample_every=100)
     summary = train(cfg)
