@@ -72,20 +72,23 @@ def _masks_for(crops: torch.Tensor) -> dict[str, np.ndarray]:
     return {name: np.stack(v) for name, v in stacks.items()}
 
 
-@pytest.mark.parametrize("setting, attribute", [("eyeglasses", "Eyeglasses"), ("smiling", "Smiling")])
-def test_added_feature_is_seen_by_the_judge_and_masked_mode_keeps_the_rest(embedded, setting, attribute):
-    """The card's masked mode: glasses (or a smile) put on 16 faces without them are recognised by
-    the synth judge (held-out eval: see the card), with less change away from the edit than
-    StarGAN's direct output."""
+@pytest.mark.parametrize("setting, attribute, target, least", [
+    ("eyeglasses", "Eyeglasses", 1, 0.7), ("smiling", "Smiling", 1, 0.7),
+    ("no-young", "Young", 0, 0.65),  # shipped stage 8: 12 of 16 faces; stage 7 got 10 (0.625)
+])
+def test_added_feature_is_seen_by_the_judge_and_masked_mode_keeps_the_rest(embedded, setting, attribute, target, least):
+    """The card's masked mode: glasses, a smile or age cues (``no-young``) put on 16 faces without
+    them are recognised by the synth judge (held-out eval: see the card), with less change away
+    from the edit than StarGAN's direct output."""
     rng = np.random.default_rng(77)
     images, stacks = [], {}
     while len(images) < 16:
         params, attrs = synth.sample_params(rng), synth.sample_attributes(rng)
-        if attrs[attribute]:
+        if attrs[attribute] == target:
             continue
         image, masks = synth.render_face(params, attrs, 64)
         images.append(image)
-        masks["_outside"] = ~synth.changed_region(masks, attrs, {**attrs, attribute: 1})
+        masks["_outside"] = ~synth.changed_region(masks, attrs, {**attrs, attribute: target})
         for name, mask in masks.items():
             stacks.setdefault(name, []).append(mask)
     masks = {k: np.stack(v) for k, v in stacks.items()}
@@ -100,5 +103,5 @@ def test_added_feature_is_seen_by_the_judge_and_masked_mode_keeps_the_rest(embed
         outside[mode] = np.mean([np.abs(after[i] - before[i]).mean(-1)[masks["_outside"][i]].mean() for i in range(16)])
         if mode == "masked":
             votes = synth.measure_attributes((after * 255).round().astype(np.uint8), masks)
-            assert votes[attribute].mean() >= 0.7, votes[attribute]
+            assert (votes[attribute] == target).mean() >= least, votes[attribute]
     assert outside["masked"] < 0.6 * outside["direct"], outside
