@@ -348,6 +348,7 @@ def save_bundle(model: StarganModel, folder: Path, *, dtype: torch.dtype | None 
             save_file(_state_for_file(model.discriminator, dtype), str(tmp / DISCRIMINATOR_FILE), metadata={"format": "pt"})
         spec = replace(model.spec, discriminator=model.discriminator.config if model.discriminator is not None else None)
         spec.save(tmp / CARD_NAME)
+        _umask_permissions(tmp)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, old)
@@ -359,6 +360,16 @@ def save_bundle(model: StarganModel, folder: Path, *, dtype: torch.dtype | None 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _umask_permissions(folder: Path) -> None:
+    """Give ``folder`` and its files the modes a plain mkdir / open would (mkdtemp makes 0700 and
+    safetensors 0600 files), so an exported bundle is readable like any other folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for file in folder.iterdir():
+        os.chmod(file, 0o666 & ~umask)
 
 
 def import_official(g_path: Path, attributes: list[str], name: str, *, image_size: int | None = None, overwrite: bool = False, provenance: dict | None = None, license: str | None = None, description: str = "") -> Path:

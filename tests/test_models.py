@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.server
 import io
+import os
 import socket
+import stat
 import threading
 import zipfile
 from pathlib import Path
@@ -73,6 +75,19 @@ def test_bundle_in_fp16_loads_as_float32(tmp_path):
     half = models.load(tmp_path / "half")
     assert next(half.generator.parameters()).dtype == torch.float32
     torch.testing.assert_close(_outputs(half)[0], _outputs(model)[0], atol=2e-2, rtol=0)
+
+
+def test_saved_bundle_has_ordinary_permissions(tmp_path):
+    """A bundle written through a temporary folder is readable by others like a plain mkdir's
+    (umask 022: folder 0755, files 0644), not mkdtemp's 0700."""
+    model = models.load(_official_pair(tmp_path / "ckpt"), attributes=ATTRS)
+    old = os.umask(0o022)
+    try:
+        folder = models.save_bundle(model, tmp_path / "bundle")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {0o644}
 
 
 @pytest.mark.parametrize(
