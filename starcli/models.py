@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 import urllib.error
@@ -335,20 +336,22 @@ def save_bundle(model: StarganModel, folder: Path, *, dtype: torch.dtype | None 
 
     ``dtype=torch.float16`` halves the size (weights are cast back to float32 on load).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise ModelError(f"{folder}: already exists (use overwrite / --force to replace it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    # a plain mkdir and open() (not mkdtemp / safetensors' save_file, which make 0700 / 0600):
+    # the bundle gets the permissions of any folder the user creates
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
     try:
-        save_file(_state_for_file(model.generator, dtype), str(tmp / GENERATOR_FILE), metadata={"format": "pt"})
+        (tmp / GENERATOR_FILE).write_bytes(save(_state_for_file(model.generator, dtype), metadata={"format": "pt"}))
         if model.discriminator is not None:
-            save_file(_state_for_file(model.discriminator, dtype), str(tmp / DISCRIMINATOR_FILE), metadata={"format": "pt"})
+            (tmp / DISCRIMINATOR_FILE).write_bytes(save(_state_for_file(model.discriminator, dtype), metadata={"format": "pt"}))
         spec = replace(model.spec, discriminator=model.discriminator.config if model.discriminator is not None else None)
         spec.save(tmp / CARD_NAME)
-        _umask_permissions(tmp)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, old)
@@ -360,16 +363,6 @@ def save_bundle(model: StarganModel, folder: Path, *, dtype: torch.dtype | None 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def _umask_permissions(folder: Path) -> None:
-    """Give ``folder`` and its files the modes a plain mkdir / open would (mkdtemp makes 0700 and
-    safetensors 0600 files), so an exported bundle is readable like any other folder."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for file in folder.iterdir():
-        os.chmod(file, 0o666 & ~umask)
 
 
 def import_official(g_path: Path, attributes: list[str], name: str, *, image_size: int | None = None, overwrite: bool = False, provenance: dict | None = None, license: str | None = None, description: str = "") -> Path:
